@@ -1,0 +1,99 @@
+"""Shared fixtures: small VIST-format datasets written to disk (real JSON, real images)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+# Tests never touch the network: set before transformers/huggingface_hub are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Keep every feature cache of the test session in a temporary folder."""
+    os.environ["VISIONTALES_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+
+IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", "": "JPEG", ".png": "PNG", ".gif": "GIF",
+                 ".bmp": "BMP"}
+
+
+def make_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = None, *,
+              albums: dict[str, str] | None = None, image_exts: dict[str, str] | None = None,
+              missing: tuple[str, ...] = (), shuffle: bool = True, seed: int = 0,
+              filename: str = "sis.json", image_size: int = 32) -> tuple[Path, Path]:
+    """Write a VIST story-in-sequence JSON and its image folder; return (json_path, images_dir).
+
+    stories: one list per story of storylet dicts; every field not given is filled in.
+        Story i, position k gets story_id "100i", album_id "200i", photo_flickr_id
+        "3i0k" (i.e. 30000 + 100 * i + k), worker_arranged_photo_order k,
+        text "story i sentence k .". Default: 3 stories of 5 storylets.
+    albums: album_id -> vist_label for the top-level "albums" list (default: every album
+        of the stories, labelled "test_event"; {} writes an empty list).
+    image_exts: photo_flickr_id -> file extension ("", ".png", ".GIF", ...; default ".jpg").
+    missing: photo ids whose image file is not written.
+    shuffle: write the annotations in a shuffled order (seeded), as real files are.
+
+    Every written image is a real, valid file of `image_size` pixels whose colour depends on
+    the photo id. Damage them afterwards to test skips; edit the JSON to drop fields.
+
+        ann, images = make_vist(tmp_path, [[{"text": "hi ."}] * 3])
+        ds = visiontales.data.load_vist(ann, images, progress=False)
+    """
+    tmp_path = Path(tmp_path)
+    images_dir = tmp_path / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    stories = [[{}] * 5] * 3 if stories is None else stories
+    annotations = []
+    for i, story in enumerate(stories):
+        for k, given in enumerate(story):
+            storylet = {"original_text": f"Story {i} sentence {k}.", "album_id": str(2000 + i),
+                        "photo_flickr_id": str(30000 + 100 * i + k), "setting": "",
+                        "story_id": str(1000 + i), "tier": "story-in-sequence",
+                        "worker_arranged_photo_order": k, "text": f"story {i} sentence {k} .",
+                        "storylet_id": str(5 * (1000 + i) + k)}
+            storylet.update(given)
+            annotations.append([storylet])
+    if shuffle:
+        random.Random(seed).shuffle(annotations)
+
+    photo_ids = dict.fromkeys(str(s["photo_flickr_id"]) for [s] in annotations)
+    image_exts = image_exts or {}
+    for pid in photo_ids:
+        if pid in missing:
+            continue
+        ext = image_exts.get(pid, ".jpg")
+        color = tuple(zlib.crc32(pid.encode()).to_bytes(4, "big")[:3])
+        image = Image.new("RGB", (image_size, image_size), color)
+        image.save(images_dir / f"{pid}{ext}", IMAGE_FORMATS[ext.lower()])
+
+    if albums is None:
+        albums = {str(s["album_id"]): "test_event" for [s] in annotations if "album_id" in s}
+    data = {"info": {"description": "test fixture"}, "type": "story_in_sequence",
+            "albums": [{"id": a, "vist_label": label, "title": "", "description": ""}
+                       for a, label in albums.items()],
+            "images": [{"id": pid, "title": "", "url_o": "", "datetaken": ""}
+                       for pid in photo_ids],
+            "annotations": annotations}
+    path = tmp_path / filename
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path, images_dir
+
+
+@pytest.fixture
+def vist_fixture():
+    """The `make_vist(tmp_path, stories=None, ...)` factory: writes a VIST SIS JSON plus real
+    image files and returns (annotations_path, images_dir). See `make_vist` for options.
+
+        def test_x(vist_fixture, tmp_path):
+            ann, images = vist_fixture(tmp_path)
+    """
+    return make_vist

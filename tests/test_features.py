@@ -1,0 +1,82 @@
+"""Feature cache: each image is encoded once; a changed file is encoded again."""
+import os
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from visiontales import loading
+from visiontales.features import FeatureCache, ImageEncoder, file_key
+
+
+@pytest.fixture
+def encoder(tmp_path):
+    torch.manual_seed(0)
+    clip, preprocess = loading.load_clip(loading.TINY_CLIP, None)
+    calls = []
+    clip.visual.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    enc = ImageEncoder(clip, preprocess, "tiny-test", cache_dir=tmp_path / "cache", batch_size=2,
+                       progress=False)
+    enc.calls = calls  # images seen by the vision tower, per batch
+    return enc
+
+
+def _images(tmp_path, n=3):
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (40, 40), (60 * i, 255 - 60 * i, 100)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_second_run_reads_the_cache(encoder, tmp_path):
+    paths = _images(tmp_path)
+    first = encoder.encode(paths + paths[:1])       # a repeated image is encoded once
+    assert sum(encoder.calls) == 3
+    assert first.shape == (4, 64)
+    assert torch.allclose(first.norm(dim=-1), torch.ones(4), atol=1e-2)  # L2-normalised
+    again = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
+                         cache_dir=tmp_path / "cache", progress=False).encode(paths)
+    assert sum(encoder.calls) == 3                   # no new CLIP work
+    assert torch.equal(again, first[:3])             # cold and warm runs agree exactly
+
+
+def test_changed_file_is_encoded_again(encoder, tmp_path):
+    paths = _images(tmp_path)
+    before = encoder.encode(paths)
+    time.sleep(0.01)
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(paths[1])
+    os.utime(paths[1], ns=(time.time_ns(), time.time_ns()))
+    after = encoder.encode(paths)
+    assert sum(encoder.calls) == 4                   # only the changed image
+    assert torch.equal(after[0], before[0]) and not torch.equal(after[1], before[1])
+
+
+def test_other_encoder_identity_does_not_share_features(encoder, tmp_path):
+    paths = _images(tmp_path)
+    encoder.encode(paths)
+    other = FeatureCache(tmp_path / "cache", "another-encoder")
+    assert other.get([file_key(p) for p in paths]) == {}
+
+
+def test_corrupted_cache_is_rebuilt(encoder, tmp_path):
+    paths = _images(tmp_path)
+    reference = encoder.encode(paths)
+    encoder.cache.matrix_path.write_bytes(b"not a safetensors file")
+    fresh = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
+                         cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(fresh.encode(paths), reference)
+    assert sum(encoder.calls) == 6                   # encoded again, not trusted
+    assert len(FeatureCache(tmp_path / "cache", "tiny-test")) == 3
+
+
+def test_pil_images_are_encoded_but_not_cached(encoder, tmp_path):
+    image = Image.new("RGB", (40, 40), (10, 200, 30))
+    path = tmp_path / "same.png"
+    image.save(path)
+    from_pil = encoder.encode([image])
+    from_file = encoder.encode([str(path)])
+    assert torch.allclose(from_pil, from_file)
+    assert len(encoder.cache) == 1

@@ -1,0 +1,24 @@
+"""visiontales: turn a sequence of photos into a short story.
+
+Frozen CLIP image features become a GPT-2 prefix (the VisionTales paper), trained on
+VIST stories. Quickstart, offline::
+
+    import visiontales as vt
+    train = vt.sample_dataset("train")
+    model = vt.StoryModel.tiny(vocab_from=train)
+    history = vt.Trainer(model, train, config=vt.TrainingConfig(lr=1e-3, batch_size=8)).train()
+    print(model.generate([list(train[0]["image_paths"])])[0])
+"""
+from .data import StoryDataset, load_vist, sample_dataset
+from .loading import WeightsUnavailableError
+from .model import StoryModel, StoryModelConfig
+from .train import Trainer, TrainingConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "StoryDataset", "load_vist", "sample_dataset",
+    "StoryModel", "StoryModelConfig", "WeightsUnavailableError",
+    "Trainer", "TrainingConfig",
+    "__version__",
+]

@@ -1,0 +1,110 @@
+"""Build the two pretrained parts (open_clip CLIP, transformers GPT-2) and their tiny twins.
+
+The real loaders are the default; when weights cannot be had, the user gets one sentence
+that says what to do instead of a download stack trace. Model sizes are data: the tiny
+CLIP is a JSON config under ``model_configs/``, the tiny GPT-2 a dict below.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+import open_clip
+import torch
+
+TINY_CLIP = "visiontales-tiny-clip"
+TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / "tiny-clip.json"
+TINY_GPT2 = dict(n_layer=2, n_head=2, n_embd=128, n_positions=256)
+TINY_VOCAB_SIZE = 600
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+def _unavailable(what: str, err: Exception) -> WeightsUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return WeightsUnavailableError(
+        f"Could not load the pretrained weights of {what} ({type(err).__name__}"
+        f"{', HF_HUB_OFFLINE is set' if offline else ''}): connect to the internet once so "
+        "they are downloaded and cached (then HF_HUB_OFFLINE=1 works), or pass a local path, "
+        "or use StoryModel.tiny(...) for a small offline model."
+    )
+
+
+def _register_tiny_clip() -> None:
+    if TINY_CLIP not in open_clip.list_models():
+        open_clip.add_model_config(TINY_CLIP_CONFIG)
+        # add_model_config names configs after their file; alias it under our name
+        from open_clip import factory
+        factory._MODEL_CONFIGS[TINY_CLIP] = factory._MODEL_CONFIGS.pop(TINY_CLIP_CONFIG.stem)
+
+
+def needs_quick_gelu(name: str, pretrained: str | None) -> bool:
+    """Whether the weights tag was trained with QuickGELU (OpenAI's CLIP weights were)."""
+    if not pretrained or os.path.isfile(pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+
+
+def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
+    """``(model, preprocess)`` for an open_clip model, frozen and in eval mode.
+
+    ``pretrained`` is a tag (``"openai"``), a local weights file, a ``local-dir:`` folder
+    given as ``name``, or ``None`` for random weights. QuickGELU is switched on exactly when
+    the tag was trained with it (OpenAI's weights are), since the wrong activation gives
+    silently wrong features.
+    """
+    _register_tiny_clip()
+    quick_gelu = needs_quick_gelu(name, pretrained)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)  # open_clip logs the download failure we re-word below
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, force_quick_gelu=quick_gelu, cache_dir=cache_dir)
+    except (RuntimeError, OSError) as err:
+        if pretrained and ("download" in str(err).lower() or isinstance(err, OSError)):
+            raise _unavailable(f"CLIP {name!r} ({pretrained!r})", err) from None
+        raise
+    finally:
+        root.setLevel(level)
+    model.eval().requires_grad_(False)
+    return model, preprocess
+
+
+def clip_config(model: torch.nn.Module, name: str) -> dict:
+    """The ``open_clip_config.json`` content that rebuilds ``model`` with ``local-dir:``."""
+    _register_tiny_clip()
+    if name.startswith("local-dir:"):
+        from .utils import read_json
+        return read_json(Path(name[len("local-dir:"):]) / "open_clip_config.json")
+    return {"model_cfg": open_clip.get_model_config(name),
+            "preprocess_cfg": dict(model.visual.preprocess_cfg)}
+
+
+def load_lm(name_or_path: str):
+    """``(GPT-2 LM, tokenizer)`` from the Hub name or a local folder, with a clear error."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        lm = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except OSError as err:
+        if Path(name_or_path).exists():
+            raise
+        raise _unavailable(f"language model {name_or_path!r}", err) from None
+    return lm, tokenizer
+
+
+def tiny_lm(texts: Iterable[str], seed: int = 0, **overrides):
+    """A randomly initialised small GPT-2 and a BPE tokenizer trained on ``texts``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from .tokens import build_tokenizer
+    tokenizer = build_tokenizer(texts, vocab_size=overrides.pop("vocab_size", TINY_VOCAB_SIZE))
+    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, **{**TINY_GPT2, **overrides})
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config), tokenizer

@@ -1,0 +1,300 @@
+"""StoryModel: frozen CLIP -> prefix mapper -> GPT-2, with generation and save/load."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import loading
+from .features import ImageEncoder, ImageLike, module_digest
+from .prefix import PrefixMapper
+from .utils import quiet_transformers, read_json, write_json
+
+DEFAULT_PROMPT = "Tell a story based on the following images:"
+CONFIG_NAME = "visiontales_config.json"
+WEIGHTS_NAME = "mapper.safetensors"
+
+
+@dataclass
+class StoryModelConfig:
+    """Everything needed to rebuild a :class:`StoryModel`; saved as JSON beside the weights."""
+    clip: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    lm: str = "gpt2"
+    prefix: str = "mean"
+    prefix_length: int = 10
+    prompt: str = DEFAULT_PROMPT
+    max_images: int = 16
+    extra: dict = field(default_factory=dict)
+
+
+class StoryModel(nn.Module):
+    """CLIP image features as a GPT-2 prefix, followed by a text prompt, then the story.
+
+    Build one with :meth:`from_components` (real weights) or :meth:`tiny` (offline):
+
+    >>> import visiontales as vt
+    >>> data = vt.sample_dataset("train")
+    >>> model = vt.StoryModel.tiny(vocab_from=data, prefix="sequence")
+    >>> story = model.generate([list(data[0]["image_paths"])], max_new_tokens=5)[0]
+    >>> isinstance(story, str)
+    True
+    """
+
+    def __init__(self, clip_model: nn.Module, preprocess, lm: nn.Module, tokenizer,
+                 config: StoryModelConfig, clip_identity: str | None = None):
+        super().__init__()
+        self.config = config
+        self.clip = clip_model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.lm = lm
+        self.tokenizer = tokenizer
+        feature_dim = int(self.clip.visual.output_dim)
+        self.mapper = PrefixMapper(feature_dim, lm.config.n_embd, config.prefix_length,
+                                   config.prefix, config.max_images)
+        # training-set statistics of the CLIP features; CLIP features of one dataset are
+        # nearly parallel, and standardising them is what makes the images matter
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.register_buffer("feature_stats_fitted", torch.tensor(False))
+        self._clip_identity = clip_identity
+        self.cache_dir: str | os.PathLike | None = None  # None: $VISIONTALES_CACHE or ~/.cache
+        self.progress = True
+        self.eval()  # like transformers' from_pretrained: inference mode until a Trainer says otherwise
+
+    # ---- factories -----------------------------------------------------------------
+    @classmethod
+    def from_components(cls, clip: str = "ViT-B-32", clip_pretrained: str | None = "openai",
+                        lm: str = "gpt2", prefix: str = "mean", prefix_length: int = 10,
+                        prompt: str = DEFAULT_PROMPT, cache_dir: str | None = None) -> "StoryModel":
+        """Real CLIP (open_clip) + GPT-2 (transformers); both download once, then load offline.
+
+        ``clip_pretrained`` may be a tag or a local weights file; ``lm`` a Hub name or a
+        local folder. Raises :class:`~visiontales.loading.WeightsUnavailableError` with
+        one sentence on what to do when weights cannot be had.
+        """
+        clip_model, preprocess = loading.load_clip(clip, clip_pretrained, cache_dir)
+        lm_model, tokenizer = loading.load_lm(lm)
+        config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
+                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt)
+        return cls(clip_model, preprocess, lm_model, tokenizer, config)
+
+    @classmethod
+    def tiny(cls, vocab_from=None, seed: int = 0, prefix: str = "mean", prefix_length: int = 4,
+             prompt: str = DEFAULT_PROMPT, **lm_overrides: Any) -> "StoryModel":
+        """A small randomly initialised CLIP and GPT-2, fully offline, same code paths.
+
+        ``vocab_from`` is a :class:`~visiontales.data.StoryDataset` (or a list of texts)
+        whose text trains the tokenizer; ``lm_overrides`` change the GPT-2 config
+        (``n_layer``, ``n_embd``...).
+        """
+        if vocab_from is None:
+            from .data import sample_dataset
+            vocab_from = sample_dataset("train")
+        texts = list(getattr(vocab_from, "texts", vocab_from)) + [prompt]
+        torch.manual_seed(seed)
+        clip_model, preprocess = loading.load_clip(loading.TINY_CLIP, None)
+        lm_model, tokenizer = loading.tiny_lm(texts, seed=seed, **lm_overrides)
+        config = StoryModelConfig(clip=loading.TINY_CLIP, clip_pretrained=None, lm="tiny-gpt2",
+                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt)
+        torch.manual_seed(seed + 1)
+        return cls(clip_model, preprocess, lm_model, tokenizer, config)
+
+    # ---- state ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.feature_mean.device
+
+    def train(self, mode: bool = True) -> "StoryModel":
+        super().train(mode)
+        self.clip.eval()  # frozen: never dropout or batch-stat updates in CLIP
+        return self
+
+    @property
+    def clip_identity(self) -> str:
+        """Identity of the image encoder, the feature cache's key."""
+        if self._clip_identity is None:
+            pretrained = self.config.clip_pretrained
+            if pretrained and not os.path.isfile(pretrained):
+                self._clip_identity = f"{self.config.clip}-{pretrained}"
+            else:
+                self._clip_identity = f"{self.config.clip}-{module_digest(self.clip.visual)}"
+        return self._clip_identity
+
+    def image_encoder(self, batch_size: int = 64) -> ImageEncoder:
+        return ImageEncoder(self.clip, self.preprocess, self.clip_identity, self.cache_dir,
+                            batch_size=batch_size, progress=self.progress)
+
+    def encode_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Cached, L2-normalised CLIP features ``(N, D)`` of images (paths or PIL)."""
+        return self.image_encoder().encode(list(images))
+
+    def fit_feature_stats(self, features: torch.Tensor) -> None:
+        """Store the mean and std of training features ``(N, D)`` for standardisation."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-6) if len(features) > 1
+                               else torch.ones_like(self.feature_std))
+        self.feature_stats_fitted.fill_(True)
+
+    # ---- forward -------------------------------------------------------------------
+    def prompt_ids(self, prompt: str | None = None) -> list[int]:
+        text = self.config.prompt if prompt is None else prompt
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def prefix_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, N, D)`` CLIP features -> ``(B, P, E)`` GPT-2 input embeddings."""
+        standardized = (features - self.feature_mean) / self.feature_std
+        return self.mapper(standardized.to(self.feature_mean.dtype))
+
+    def forward(self, features: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, labels: torch.Tensor | None = None):
+        """Causal-LM output for ``[prefix][prompt + text + EOS]``; loss when labels given.
+
+        ``features``: (B, N, D); ``input_ids``/``attention_mask``/``labels``: (B, T) from
+        :func:`visiontales.tokens.collate` (labels -100 on prompt and padding).
+        """
+        prefix = self.prefix_embeddings(features)  # (B, P, E)
+        tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
+        batch, plen = prefix.shape[:2]
+        embeds = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+        mask = torch.cat([attention_mask.new_ones(batch, plen), attention_mask], dim=1)
+        if labels is not None:
+            labels = torch.cat([labels.new_full((batch, plen), -100), labels], dim=1)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+    # ---- generation ----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, image_sequences: Sequence[Sequence[ImageLike]], max_new_tokens: int = 60,
+                 num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9,
+                 temperature: float = 1.0, prompt: str | None = None, batch_size: int = 16,
+                 seed: int | None = None) -> list[str]:
+        """One story per image sequence (each a list of paths or PIL images).
+
+        Greedy by default; ``num_beams > 1`` for beam search, ``do_sample=True`` for
+        nucleus sampling (``top_p``, ``temperature``; ``seed`` makes it repeatable).
+        Batched, with GPT-2's KV cache; stops at EOS.
+        """
+        if isinstance(image_sequences, (str, bytes)) or not all(
+                isinstance(s, (list, tuple)) for s in image_sequences):
+            raise TypeError("image_sequences must be a list of sequences, e.g. [['a.jpg', 'b.jpg']]")
+        if not image_sequences:
+            return []
+        flat = [im for seq in image_sequences for im in seq]
+        features = self.encode_images(flat).to(self.device)
+        was_training = self.training
+        self.eval()
+        if seed is not None:
+            torch.manual_seed(seed)
+        prompt_ids = torch.tensor(self.prompt_ids(prompt), dtype=torch.long, device=self.device)
+        eos = self.tokenizer.eos_token_id
+        offsets = [0]
+        for seq in image_sequences:
+            offsets.append(offsets[-1] + len(seq))
+        stories: list[str | None] = [None] * len(image_sequences)
+        by_length: dict[int, list[int]] = {}
+        for i, seq in enumerate(image_sequences):
+            if not seq:
+                raise ValueError(f"image sequence {i} is empty")
+            by_length.setdefault(len(seq), []).append(i)
+        for rows in by_length.values():  # same length -> same prefix size, no padding needed
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                feats = torch.stack([features[offsets[i]:offsets[i + 1]] for i in chunk])
+                prefix = self.prefix_embeddings(feats)
+                prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
+                embeds = torch.cat([prefix.to(prompt_emb.dtype),
+                                    prompt_emb.expand(len(chunk), -1, -1)], dim=1)
+                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+                out = self.lm.generate(
+                    inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                    num_beams=num_beams, do_sample=do_sample,
+                    top_p=top_p if do_sample else None,
+                    temperature=temperature if do_sample else None,
+                    top_k=0 if do_sample else None,
+                    pad_token_id=eos, eos_token_id=eos, use_cache=True)
+                for i, ids in zip(chunk, out.tolist()):
+                    stories[i] = self._decode(ids)
+        self.train(was_training)
+        return stories  # type: ignore[return-value]
+
+    def _decode(self, ids: list[int]) -> str:
+        eos = self.tokenizer.eos_token_id
+        if eos in ids:
+            ids = ids[:ids.index(eos)]
+        return " ".join(self.tokenizer.decode(ids, skip_special_tokens=True).split())
+
+    # ---- persistence ---------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write a folder people can open: JSON config, safetensors, ``lm/`` (plain GPT-2).
+
+        ``lm/`` loads with ``AutoModelForCausalLM.from_pretrained(dir + "/lm")``. CLIP
+        weights are saved in ``clip/`` unless they come from a pretrained tag, which is
+        recorded instead. The folder is written beside the target and renamed into place.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            config = asdict(self.config)
+            write_json(tmp / CONFIG_NAME, {"visiontales": config})
+            state = {f"mapper.{k}": v for k, v in self.mapper.state_dict().items()}
+            state.update(feature_mean=self.feature_mean, feature_std=self.feature_std,
+                         feature_stats_fitted=self.feature_stats_fitted.to(torch.uint8).reshape(1))
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()},
+                      str(tmp / WEIGHTS_NAME))
+            with quiet_transformers():
+                self.lm.save_pretrained(tmp / "lm")
+                self.tokenizer.save_pretrained(tmp / "lm")
+            pretrained = self.config.clip_pretrained
+            if not pretrained or os.path.isfile(pretrained):
+                (tmp / "clip").mkdir()
+                write_json(tmp / "clip" / "open_clip_config.json",
+                           loading.clip_config(self.clip, self.config.clip))
+                save_file({k: v.contiguous() for k, v in self.clip.state_dict().items()},
+                          str(tmp / "clip" / "open_clip_model.safetensors"))
+            old = None
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, cache_dir: str | None = None) -> "StoryModel":
+        """Load a folder written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; is this a visiontales model folder?")
+        raw = read_json(directory / CONFIG_NAME).get("visiontales")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{directory / CONFIG_NAME}: missing the 'visiontales' section")
+        known = StoryModelConfig.__dataclass_fields__
+        unknown = set(raw) - set(known)
+        if unknown:
+            raise ValueError(f"{directory / CONFIG_NAME}: unknown field(s) {sorted(unknown)}")
+        config = StoryModelConfig(**raw)
+        if (directory / "clip" / "open_clip_config.json").is_file():
+            clip_model, preprocess = loading.load_clip(f"local-dir:{directory / 'clip'}", None)
+        else:
+            clip_model, preprocess = loading.load_clip(config.clip, config.clip_pretrained, cache_dir)
+        with quiet_transformers():
+            lm_model, tokenizer = loading.load_lm(str(directory / "lm"))
+        model = cls(clip_model, preprocess, lm_model, tokenizer, config)
+        state = load_file(str(directory / WEIGHTS_NAME))
+        model.mapper.load_state_dict({k[len("mapper."):]: v for k, v in state.items()
+                                      if k.startswith("mapper.")})
+        model.feature_mean.copy_(state["feature_mean"])
+        model.feature_std.copy_(state["feature_std"])
+        model.feature_stats_fitted.fill_(bool(state["feature_stats_fitted"].item()))
+        return model
