@@ -1,0 +1,383 @@
+"""VIST metrics (BLEU, METEOR, ROUGE-L, CIDEr), reference-free scores and CLIP grounding.
+
+The n-gram metrics are pycocoevalcap's own scorer classes, run on text that
+:func:`normalize_text` put in VIST's form, so numbers agree with the VIST literature.
+``COCOEvalCap.evaluate`` is not used: it builds SPICE, which downloads 385 MB.
+
+>>> refs = {"1_2_3": ["we went to the beach .", "the beach was sunny ."]}
+>>> scores = evaluate({"1_2_3": "We went to the beach."}, refs, metrics=("BLEU",))
+>>> round(scores["BLEU-1"], 1)
+100.0
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from typing import Hashable, Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor import meteor as _meteor_module
+from pycocoevalcap.rouge.rouge import Rouge
+
+from .report import ImageLike, load_rgb
+
+METRICS = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "reference_free")
+CLIPSCORE_WEIGHT = 2.5  # Hessel et al. 2021 rescale cosines, which rarely pass 0.4, to ~[0, 1]
+
+# --- normalisation ---------------------------------------------------------------------
+
+_PLACEHOLDER = r"\[[a-z_]+\]"  # VIST's anonymised names: [male], [female], [location] ...
+_CONTRACTION = r"n't|'(?:s|re|ve|ll|d|m)"
+_SPLIT_CONTRACTION = re.compile(rf"(?<=\w)(?=(?:{_CONTRACTION})\b)")
+_TOKEN = re.compile(
+    rf"{_PLACEHOLDER}|(?:{_CONTRACTION})\b|\d+(?:[.,]\d+)+|\w+(?:['-]\w+)*|\.{{2,}}|[^\w\s]"
+)
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase and tokenise ``text`` the way VIST's ``text`` field is written.
+
+    Punctuation becomes separate tokens, contractions split as in the Penn Treebank
+    (``didn't`` -> ``did n't``), placeholders such as ``[male]`` stay one token, numbers
+    keep their ``.``/``,`` and tokens are joined by single spaces. Idempotent, so VIST's
+    own text comes back unchanged.
+
+    >>> normalize_text("[Female] didn't know   it was her party!")
+    "[female] did n't know it was her party !"
+    >>> normalize_text("[female] did n't know it was her party !")
+    "[female] did n't know it was her party !"
+    """
+    text = text.translate(_QUOTES).lower()
+    # splitting can expose a new word boundary ("xn'tn't"), so split until nothing changes
+    while (split := _SPLIT_CONTRACTION.sub(" ", text)) != text:
+        text = split
+    return " ".join(_TOKEN.findall(text))
+
+
+# --- references protocol ---------------------------------------------------------------
+
+def _frame(dataset) -> pd.DataFrame:
+    return dataset if isinstance(dataset, pd.DataFrame) else dataset.frame
+
+
+def prediction_keys(dataset, by: str = "sequence") -> list[str]:
+    """The evaluation key of every row of ``dataset.frame``, in row order.
+
+    ``by="sequence"``: the row's photo ids joined by ``_``; ``by="album"``: its album id.
+
+    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("2", "3")]})
+    >>> prediction_keys(frame), prediction_keys(frame, by="album")
+    (['1_2', '2_3'], ['a', 'a'])
+    """
+    frame = _frame(dataset)
+    if by == "sequence":
+        return ["_".join(str(p) for p in ids) for ids in frame["photo_ids"]]
+    if by == "album":
+        return [str(a) for a in frame["album_id"]]
+    raise ValueError(f"by must be 'sequence' or 'album', got {by!r}")
+
+
+def keys_for(dataset, by: str = "sequence") -> dict[str, int]:
+    """Each evaluation key mapped to the position of its first row: generate one story per key.
+
+    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("1", "2")]})
+    >>> keys_for(frame)
+    {'1_2': 0}
+    """
+    first: dict[str, int] = {}
+    for row, key in enumerate(prediction_keys(dataset, by)):
+        first.setdefault(key, row)
+    return first
+
+
+def collapse_predictions(keys: Sequence[str], stories: Sequence[str]) -> dict[str, str]:
+    """Per-row stories -> one story per key; the first row of a key wins (as AREL did).
+
+    >>> collapse_predictions(["a", "a", "b"], ["first", "second", "third"])
+    {'a': 'first', 'b': 'third'}
+    """
+    if len(keys) != len(stories):
+        raise ValueError(f"{len(keys)} keys but {len(stories)} stories; give one story per row")
+    out: dict[str, str] = {}
+    for key, story in zip(keys, stories):
+        out.setdefault(key, story)
+    return out
+
+
+def references_from_dataset(dataset, by: str = "sequence") -> dict[str, list[str]]:
+    """Reference stories per evaluation key, from the rows' ``text``.
+
+    - ``by="sequence"`` (default): key = the photo ids joined by ``_``; the references
+      are the texts of every row over that exact, ordered photo sequence (VIST often has
+      several workers' stories over the same photos).
+    - ``by="album"``: AREL's protocol (Wang et al. 2018, after the VIST challenge's
+      ``AlbumEvaluator``): key = album id; the references are the texts of *all* the
+      album's stories, whatever photos they used, and each album is scored with one
+      prediction: the first one generated for it. AREL's stories were the whole
+      five-image stories; here they are the dataset's windows, so with ``seq_len=5`` this
+      is exactly AREL's setting and with shorter windows it is its window-level analogue.
+
+    Predictions must be keyed the same way: see :func:`prediction_keys`,
+    :func:`keys_for` and :func:`collapse_predictions`.
+
+    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("1", "2")],
+    ...                       "text": ["one .", "two ."]})
+    >>> references_from_dataset(frame)
+    {'1_2': ['one .', 'two .']}
+    """
+    refs: dict[str, list[str]] = {}
+    for key, text in zip(prediction_keys(dataset, by), _frame(dataset)["text"]):
+        refs.setdefault(key, []).append(str(text))
+    return refs
+
+
+# --- METEOR ----------------------------------------------------------------------------
+
+class _Meteor(_meteor_module.Meteor):
+    """pycocoevalcap's METEOR 1.5 wrapper with a chosen task, readable failures and a close.
+
+    ``standard`` launches exactly pycocoevalcap's command (``-l en -norm``). ``hter`` is
+    the command of AREL's ``vist_eval/meteor/meteor.py`` (commented there as "MSR VIST
+    group's measurement"): ``-t hter`` instead of ``-l en -norm``, same protocol (all
+    references on one SCORE line, the corpus score of one EVAL line).
+    """
+
+    def __init__(self, mode: str = "standard"):
+        # set before Popen, so a failed start never leaves close() without them
+        self.lock = threading.Lock()
+        self.meteor_p = None
+        task = ["-t", "hter"] if mode == "hter" else ["-l", "en", "-norm"]
+        self.meteor_cmd = ["java", "-jar", "-Xmx2G", _meteor_module.METEOR_JAR,
+                           "-", "-", "-stdio", *task]
+        # a file, not a pipe: a pipe nobody reads can fill up and hang the JVM
+        self._stderr = tempfile.TemporaryFile()
+        self.meteor_p = subprocess.Popen(
+            self.meteor_cmd, cwd=os.path.dirname(os.path.abspath(_meteor_module.__file__)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()[-300:]
+
+    def close(self) -> None:
+        # no lock: a failed call leaves pycocoevalcap's lock held
+        proc, self.meteor_p = getattr(self, "meteor_p", None), None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:  # a dead JVM's stdin may still hold unflushed bytes
+                    pass
+        if hasattr(self, "_stderr"):
+            self._stderr.close()
+
+    __del__ = close
+
+
+def _meteor_failed(reason: str) -> float:
+    # stacklevel: warn() <- _meteor_failed <- _start/_finish_meteor <- evaluate <- caller
+    warnings.warn(f"METEOR is reported as nan: {reason}", RuntimeWarning, stacklevel=4)
+    return float("nan")
+
+
+def _start_meteor(mode: str) -> _Meteor | None:
+    """The METEOR process, or None after one warning when Java is missing."""
+    if shutil.which("java") is None:
+        _meteor_failed("no `java` on PATH; install a JRE, e.g. "
+                       "`apt-get install default-jre-headless`")
+        return None
+    try:
+        return _Meteor(mode)
+    except OSError as err:
+        _meteor_failed(f"could not start Java ({err})")
+        return None
+
+
+def _finish_meteor(meteor: _Meteor | None, gts: dict, res: dict) -> float:
+    if meteor is None:
+        return float("nan")  # _start_meteor already warned
+    # "|||" separates fields in METEOR's protocol; pycocoevalcap strips it from hypotheses only
+    gts = {k: [r.replace("|||", " ") for r in refs] for k, refs in gts.items()}
+    try:
+        return 100.0 * float(meteor.compute_score(gts, res)[0])
+    except (OSError, ValueError) as err:
+        return _meteor_failed(f"the METEOR jar failed ({err!r}; java said: "
+                              f"{meteor.stderr_tail()!r})")
+
+
+# --- corpus metrics --------------------------------------------------------------------
+
+def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def reference_free_scores(stories: Iterable[str], normalize: bool = True) -> dict[str, float]:
+    """Scores that need no reference, on normalised tokens (percentages except ``length``).
+
+    - ``distinct-1``/``distinct-2``: corpus-level unique n-grams / all n-grams (Li et al.
+      2016); low values mean every story says the same thing.
+    - ``repetition``: seq-rep-4 (Welleck et al. 2020), the mean over stories of
+      ``1 - unique 4-grams / 4-grams`` within the story; catches decoding loops.
+    - ``length``: mean tokens per story (punctuation counts as a token).
+
+    >>> reference_free_scores(["a b a b a b", "c d"])["distinct-1"]
+    50.0
+    """
+    tokenised = [(normalize_text(s) if normalize else s).split() for s in stories]
+    out: dict[str, float] = {}
+    for n in (1, 2):
+        grams = [g for toks in tokenised for g in _ngrams(toks, n)]
+        out[f"distinct-{n}"] = 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+    reps = []
+    for toks in tokenised:
+        grams = _ngrams(toks, 4)
+        reps.append(1.0 - len(set(grams)) / len(grams) if grams else 0.0)
+    out["repetition"] = 100.0 * sum(reps) / len(reps) if reps else 0.0
+    out["length"] = sum(map(len, tokenised)) / len(tokenised) if tokenised else 0.0
+    return out
+
+
+def _check_keys(predictions: Mapping, references: Mapping) -> None:
+    missing = [k for k in references if k not in predictions]
+    extra = [k for k in predictions if k not in references]
+    if missing or extra:
+        raise ValueError(
+            f"predictions and references must have the same keys: {len(missing)} keys have no "
+            f"prediction (e.g. {missing[:3]}), {len(extra)} predictions have no reference "
+            f"(e.g. {extra[:3]}); key both with prediction_keys()/references_from_dataset()")
+    for key, refs in references.items():
+        if isinstance(refs, str) or not refs:
+            raise ValueError(f"references[{key!r}] must be a non-empty list of strings")
+        if not isinstance(predictions[key], str):
+            raise TypeError(f"predictions[{key!r}] must be a str, got "
+                            f"{type(predictions[key]).__name__}")
+
+
+def evaluate(
+    predictions: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    metrics: Sequence[str] = METRICS,
+    meteor_mode: str = "standard",
+    normalize: bool = True,
+) -> dict[str, float]:
+    """Corpus metrics of one system, all scaled x100 (``length`` is in tokens).
+
+    Returns ``BLEU-1``..``BLEU-4``, ``METEOR``, ``ROUGE-L``, ``CIDEr`` (pycocoevalcap's,
+    i.e. CIDEr-D with IDF from these references), the :func:`reference_free_scores` when
+    ``"reference_free"`` is asked for, and ``n`` (stories scored). Without Java, METEOR is
+    ``nan`` with one warning and the rest is still computed. ``meteor_mode="hter"`` runs
+    METEOR as AREL's VIST evaluation did (``-t hter``, see ``_Meteor``).
+    ``normalize=False`` scores the text as given, only collapsing whitespace (METEOR talks
+    to Java line by line).
+
+    >>> evaluate({"k": "a dog runs ."}, {"k": ["a dog runs ."]}, metrics=("ROUGE-L",))
+    {'ROUGE-L': 100.0, 'n': 1}
+    """
+    wanted = {m.lower() for m in metrics}
+    unknown = wanted - {m.lower() for m in METRICS}
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+    if meteor_mode not in ("standard", "hter"):
+        raise ValueError(f"meteor_mode must be 'standard' or 'hter', got {meteor_mode!r}")
+    _check_keys(predictions, references)
+    clean = normalize_text if normalize else (lambda s: " ".join(s.split()))
+    res = {k: [clean(predictions[k])] for k in references}
+    gts = {k: [clean(r) for r in refs] for k, refs in references.items()}
+
+    # start the JVM first: it loads its tables (seconds) while the Python metrics run
+    meteor = _start_meteor(meteor_mode) if "meteor" in wanted else None
+    scores: dict[str, float] = {}
+    try:
+        if "bleu" in wanted:
+            bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+            scores.update({f"BLEU-{i + 1}": 100.0 * b for i, b in enumerate(bleu)})
+        if "rouge-l" in wanted:
+            scores["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+        if "cider" in wanted:
+            scores["CIDEr"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+        if "meteor" in wanted:
+            scores["METEOR"] = _finish_meteor(meteor, gts, res)
+    finally:
+        if meteor is not None:
+            meteor.close()
+    order = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
+    out = {name: scores[name] for name in order if name in scores}
+    if "reference_free" in wanted:
+        out.update(reference_free_scores([r[0] for r in res.values()], normalize=False))
+    out["n"] = len(res)
+    return out
+
+
+def as_frame(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per system (index ``system``), one column per metric.
+
+    >>> as_frame({"ours": {"BLEU-1": 40.0}, "baseline": {"BLEU-1": 30.0}}).loc["ours", "BLEU-1"]
+    np.float64(40.0)
+    """
+    frame = pd.DataFrame.from_dict({k: dict(v) for k, v in results.items()}, orient="index")
+    frame.index.name = "system"
+    return frame
+
+
+# --- grounding -------------------------------------------------------------------------
+
+@torch.no_grad()
+def grounding_score(
+    stories: Sequence[str],
+    image_sequences: Sequence[Sequence[ImageLike]],
+    clip_model: torch.nn.Module,
+    preprocess,
+    tokenizer,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> list[float]:
+    """CLIPScore (Hessel et al. 2021) of each story against its own images, in [0, 2.5].
+
+    Per story: ``2.5 * max(cos(image, story), 0)`` averaged over the story's images, with
+    both embeddings L2-normalised. The text side is the whole story, not one sentence per
+    image, since a generated story need not have one sentence per photo; the tokenizer
+    cuts it to CLIP's context (77 tokens, about 55 words). ``device=None`` uses the
+    model's own device. Works with any open_clip model, its preprocess and
+    ``open_clip.get_tokenizer(name)``.
+
+    >>> # model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32-quickgelu",
+    >>> #     pretrained="openai")
+    >>> # grounding_score(["a dog ran ."], [["dog.jpg"]], model, preprocess,
+    >>> #                 open_clip.get_tokenizer("ViT-B-32-quickgelu"))
+    """
+    if len(stories) != len(image_sequences):
+        raise ValueError(f"{len(stories)} stories but {len(image_sequences)} image sequences")
+    if any(len(seq) == 0 for seq in image_sequences):
+        raise ValueError("every story needs at least one image")
+    device = torch.device(device) if device is not None else next(clip_model.parameters()).device
+    was_training = clip_model.training
+    clip_model.eval()
+    try:
+        flat = [image for seq in image_sequences for image in seq]
+        image_emb = torch.cat([
+            clip_model.encode_image(torch.stack(
+                [preprocess(load_rgb(im)) for im in flat[i:i + batch_size]]).to(device)).float()
+            for i in range(0, len(flat), batch_size)])
+        text_emb = torch.cat([
+            clip_model.encode_text(tokenizer(list(stories[i:i + batch_size])).to(device)).float()
+            for i in range(0, len(stories), batch_size)])
+    finally:
+        clip_model.train(was_training)
+    image_emb = torch.nn.functional.normalize(image_emb, dim=-1)
+    text_emb = torch.nn.functional.normalize(text_emb, dim=-1)
+    story_of_image = torch.repeat_interleave(
+        torch.arange(len(stories)), torch.tensor([len(seq) for seq in image_sequences]))
+    cos = (image_emb * text_emb[story_of_image.to(device)]).sum(-1).cpu()  # (num images,)
+    clipped = CLIPSCORE_WEIGHT * cos.clamp(min=0)
+    return [float(clipped[story_of_image == i].mean()) for i in range(len(stories))]
