@@ -2,7 +2,7 @@
 
     python scripts/make_sample_data.py [--out DIR]   # DIR defaults to visiontales/sample_data
 
-64 albums of 5 photos (96x96). Each photo shows ONE of 8 objects, drawn large with its own
+150 albums of 5 photos (96x96). Each photo shows ONE of 8 objects, drawn large with its own
 colour and shape, on the background of the album's event (beach, park, ...), so even a
 randomly initialised vision network can tell the objects apart. Each sentence names exactly
 the object its photo shows. 16 albums have a second story by another "worker" over the same
@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 SEED = 1234
 SIZE = 96
-N_ALBUMS, N_VAL_ALBUMS, N_DOUBLE_TRAIN, N_DOUBLE_VAL = 64, 12, 13, 3
+N_ALBUMS, N_VAL_ALBUMS, N_DOUBLE_TRAIN, N_DOUBLE_VAL = 150, 24, 30, 6
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "visiontales" / "sample_data"
 
 # object -> (colour word used in the text, RGB it is drawn in)

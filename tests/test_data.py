@@ -445,7 +445,7 @@ def test_sample_images_load_and_show_the_named_object(sample):
                 named.append(next(w for w in sentence.split() if w in objects))
                 paths.append(path)
     shares, named = np.array(shares), np.array(named)
-    assert len(set(paths)) == 320 and set(named) == set(objects)  # 64 albums x 5 photos
+    assert len(set(paths)) == 750 and set(named) == set(objects)  # 150 albums x 5 photos
     assert (np.array(objects)[shares.argmax(1)] == named).mean() > 0.95
     assert shares.max(1).mean() > 0.1  # drawn large
     suffixes = Counter(Path(p).suffix for p in paths)
@@ -482,6 +482,6 @@ def test_generator_is_deterministic(tmp_path):
                        capture_output=True)
         files = sorted(p for p in (tmp_path / run).rglob("*") if p.is_file())
         outputs.append({str(p.relative_to(tmp_path / run)): p.read_bytes() for p in files})
-    assert len(outputs[0]) == 323 and outputs[0] == outputs[1]
+    assert len(outputs[0]) == 753 and outputs[0] == outputs[1]
     for name in ("train.story-in-sequence.json", "val.story-in-sequence.json", "vocabulary.json"):
         assert outputs[0][name] == (SAMPLE_DATA_DIR / name).read_bytes(), f"{name} is stale"

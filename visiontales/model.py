@@ -117,6 +117,11 @@ class StoryModel(nn.Module):
         self.clip.eval()  # frozen: never dropout or batch-stat updates in CLIP
         return self
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._clip_identity = None  # CLIP weights may have changed: the cache key must follow
+        return result
+
     @property
     def clip_identity(self) -> str:
         """Identity of the image encoder, the feature cache's key."""
@@ -229,6 +234,14 @@ class StoryModel(nn.Module):
         if eos in ids:
             ids = ids[:ids.index(eos)]
         return " ".join(self.tokenizer.decode(ids, skip_special_tokens=True).split())
+
+    def grounding(self, stories: Sequence[str], image_sequences: Sequence[Sequence[ImageLike]]) -> list[float]:
+        """CLIPScore of each story against its images, with this model's CLIP (0 to 2.5)."""
+        import open_clip
+
+        from .evaluate import grounding_score
+        return grounding_score(stories, image_sequences, self.clip, self.preprocess,
+                               open_clip.get_tokenizer(self.config.clip))
 
     # ---- persistence ---------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

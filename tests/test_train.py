@@ -1,0 +1,107 @@
+"""Trainer: the loss falls, features come from the cache, freezing and resume work."""
+import math
+
+import matplotlib
+import pytest
+import torch
+
+import visiontales as vt
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def small():
+    return vt.sample_dataset("train").select(range(12))
+
+
+def _config(tmp_path, **kw):
+    base = dict(lr=2e-3, batch_size=4, epochs=3, progress=False, num_samples=0, log_every=1,
+                output_dir=str(tmp_path / "run"), seed=7)
+    return vt.TrainingConfig(**{**base, **kw})
+
+
+def test_paper_defaults():
+    cfg = vt.TrainingConfig()
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.scheduler) == (5e-5, 1, 7, "constant")
+    with pytest.raises(ValueError, match="batch_size"):
+        vt.TrainingConfig(batch_size=0)
+
+
+def test_overfitting_a_small_set_drives_the_loss_down(small, tmp_path):
+    model = vt.StoryModel.tiny(vocab_from=small)
+    trainer = vt.Trainer(model, small, small, _config(tmp_path, epochs=12))
+    history = trainer.train()
+    assert list(history.columns) == ["step", "epoch", "loss", "lr", "eval_loss"]
+    assert history["loss"].iloc[-1] < 0.4 * history["loss"].iloc[0]
+    evals = history.dropna(subset=["eval_loss"])
+    assert len(evals) == 12 and evals["eval_loss"].is_monotonic_decreasing is not None
+    assert evals["eval_loss"].iloc[-1] < evals["eval_loss"].iloc[0]
+    fig = trainer.plot_history()
+    assert len(fig.axes[0].lines) == 2     # train curve and eval points
+    assert (tmp_path / "run" / "final" / "visiontales_config.json").is_file()
+
+
+def test_clip_runs_once_per_image_then_never(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTALES_CACHE", str(tmp_path / "fresh-cache"))
+    model = vt.StoryModel.tiny(vocab_from=small)
+    seen = []
+    model.clip.visual.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    vt.Trainer(model, small, config=_config(tmp_path, epochs=2)).train()
+    assert sum(seen) == len(small.image_paths)  # every unique image once, none per epoch
+    vt.Trainer(model, small, config=_config(tmp_path, epochs=1)).train()
+    assert sum(seen) == len(small.image_paths)  # a second run reads the cache
+
+
+def test_freeze_lm_trains_only_the_mapper(small, tmp_path):
+    model = vt.StoryModel.tiny(vocab_from=small)
+    lm_before = {k: v.clone() for k, v in model.lm.state_dict().items()}
+    mapper_before = {k: v.clone() for k, v in model.mapper.state_dict().items()}
+    vt.Trainer(model, small, config=_config(tmp_path, epochs=1, freeze_lm=True)).train()
+    assert all(torch.equal(v, model.lm.state_dict()[k]) for k, v in lm_before.items())
+    assert not all(torch.equal(v, model.mapper.state_dict()[k]) for k, v in mapper_before.items())
+
+
+def test_feature_statistics_are_fitted_on_the_training_set(small, tmp_path):
+    model = vt.StoryModel.tiny(vocab_from=small)
+    vt.Trainer(model, small, config=_config(tmp_path, epochs=1)).train()
+    feats = model.encode_images(small.image_paths)
+    # statistics of the windows' images (each image weighted by how many windows hold it)
+    assert bool(model.feature_stats_fitted)
+    assert model.feature_std.min() > 0
+    assert torch.allclose(model.feature_mean, feats.mean(0), atol=0.05)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(small, tmp_path):
+    straight = vt.StoryModel.tiny(vocab_from=small)
+    history = vt.Trainer(straight, small, config=_config(tmp_path / "a", epochs=2, save_every=1)).train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-epoch1"
+    assert vt.train.latest_checkpoint(tmp_path / "a" / "run") == checkpoint
+
+    resumed = vt.StoryModel.tiny(vocab_from=small, seed=123)  # other init: the checkpoint must win
+    again = vt.Trainer(resumed, small, config=_config(tmp_path / "a", epochs=2, save_every=1))
+    history_resumed = again.train(resume_from="latest")
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key    # bit-identical on CPU
+    assert history_resumed["loss"].tolist() == history["loss"].tolist()
+
+
+def test_empty_training_set_is_a_clear_error(small):
+    with pytest.raises(ValueError, match="empty"):
+        vt.Trainer(None, vt.StoryDataset.from_frame(small.frame.head(0)))
+
+
+def test_eval_metrics_each_epoch_and_the_best_checkpoint(small, tmp_path):
+    model = vt.StoryModel.tiny(vocab_from=small)
+    cfg = _config(tmp_path, epochs=3, eval_metrics=("BLEU-4", "CIDEr", "distinct-1"),
+                  best_metric="CIDEr", sample_max_new_tokens=12)
+    trainer = vt.Trainer(model, small, small.select(range(6)), cfg)
+    history = trainer.train()
+    evals = history.dropna(subset=["CIDEr"])
+    assert list(history.columns)[-3:] == ["BLEU-4", "CIDEr", "distinct-1"]
+    assert len(evals) == 3 and evals["epoch"].tolist() == [1, 2, 3]
+    assert trainer.best_value == evals["CIDEr"].max()
+    assert trainer.best_epoch == int(evals.loc[evals["CIDEr"].idxmax(), "epoch"])
+    assert (tmp_path / "run" / "best" / "visiontales_config.json").is_file()
+    with pytest.raises(ValueError, match="best_metric"):
+        vt.TrainingConfig(best_metric="CIDEr")            # not among eval_metrics

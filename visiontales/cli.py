@@ -1,0 +1,233 @@
+"""Command line: ``visiontales {train,generate,demo,evaluate,report,sheet}`` (or ``python -m visiontales``).
+
+Argument parsing lives here only; every command calls the library's typed functions.
+Errors a user can fix print one line on stderr and exit 2 (``--debug`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+TINY_DEMO = dict(lr=1e-3, batch_size=8, epochs=30, warmup_steps=20, scheduler="linear",
+                 num_samples=0, log_every=5)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--tiny", action="store_true",
+                   help="small randomly initialised CLIP + GPT-2 (offline; no downloads)")
+    g.add_argument("--clip", default="ViT-B-32", help="open_clip model name (default: ViT-B-32)")
+    g.add_argument("--clip-pretrained", default="openai",
+                   help="open_clip weights tag or local file (default: openai)")
+    g.add_argument("--lm", default="gpt2", help="GPT-2 name on the Hub or local folder (default: gpt2)")
+    g.add_argument("--prefix", choices=["mean", "sequence"], default="mean",
+                   help="mean: average the images (paper); sequence: one prefix block per image")
+    g.add_argument("--prefix-length", type=int, default=None,
+                   help="prefix tokens (per image in sequence mode); default 10, tiny 4")
+    g.add_argument("--init", metavar="DIR", help="start from a saved model folder instead")
+
+
+def _add_training_args(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    from .train import TrainingConfig
+    g = p.add_argument_group("training (TrainingConfig fields)")
+    base = TrainingConfig()
+    for f in fields(TrainingConfig):
+        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=f"(default: {default})")
+        elif isinstance(default, tuple):
+            g.add_argument(flag, nargs="*", default=default, metavar="NAME",
+                           help=f"(default: {' '.join(default) or 'none'})")
+        elif default is None and f.name != "max_grad_norm":
+            g.add_argument(flag, default=None, help="(default: none)")
+        else:
+            kind = float if f.name in ("lr", "weight_decay", "max_grad_norm") else type(default)
+            g.add_argument(flag, type=kind, default=default, help=f"(default: {default})")
+
+
+def _config_from(args, defaults: dict | None = None):
+    from .train import TrainingConfig
+    return TrainingConfig(**{f.name: getattr(args, f.name) for f in fields(TrainingConfig)})
+
+
+def _build_model(args, train_data):
+    from .model import StoryModel
+    if args.init:
+        return StoryModel.from_pretrained(args.init)
+    if args.tiny:
+        return StoryModel.tiny(vocab_from=train_data, prefix=args.prefix,
+                               prefix_length=args.prefix_length or 4)
+    return StoryModel.from_components(clip=args.clip, clip_pretrained=args.clip_pretrained,
+                                      lm=args.lm, prefix=args.prefix,
+                                      prefix_length=args.prefix_length or 10)
+
+
+def cmd_train(args) -> int:
+    from .data import load_vist, sample_dataset
+    from .train import Trainer
+    if args.annotations:
+        train = load_vist(args.annotations, args.images, seq_len=args.seq_len, stride=args.stride)
+        val = (load_vist(args.val_annotations, args.val_images or args.images, seq_len=args.seq_len)
+               if args.val_annotations else None)
+    else:
+        train, val = sample_dataset("train", seq_len=args.seq_len), sample_dataset("val", seq_len=args.seq_len)
+    print(f"train: {train!r}" + (f"\nval:   {val!r}" if val is not None else ""))
+    model = _build_model(args, train)
+    config = _config_from(args)
+    trainer = Trainer(model, train, val, config)
+    history = trainer.train(resume_from=args.resume)
+    out = Path(config.output_dir)
+    history.to_csv(out / "history.csv", index=False)
+    trainer.plot_history().savefig(out / "history.png", dpi=120)
+    print(history.tail(3).to_string(index=False))
+    print(f"model saved to {out / 'final'}; history in {out / 'history.csv'} and history.png")
+    return 0
+
+
+def _image_sequences(args) -> list[list[str]]:
+    if args.folder:
+        from .data import IMAGE_EXTENSIONS
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
+        images = sorted(str(p) for p in folder.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS if p.suffix)
+        if not images:
+            raise ValueError(f"{folder}: no images (.jpg, .jpeg, .png, .gif, .bmp) found")
+        n = args.seq_len
+        return [images[i:i + n] for i in range(0, len(images) - n + 1, n)] or [images]
+    if not args.images:
+        raise ValueError("give image paths (one sequence), --folder DIR, --annotations or --split")
+    return [args.images]
+
+
+def cmd_generate(args) -> int:
+    from .model import StoryModel
+    model = StoryModel.from_pretrained(args.model)
+    decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
+                    top_p=args.top_p, temperature=args.temperature, seed=args.seed)
+    if args.annotations or args.split:
+        return _generate_for_dataset(args, model, decoding)
+    sequences = _image_sequences(args)
+    stories = model.generate(sequences, **decoding)
+    for seq, story in zip(sequences, stories):
+        if args.json:
+            print(json.dumps({"images": seq, "story": story}))
+        else:
+            print(" | ".join(Path(p).name for p in seq))
+            print(f"  {story}\n")
+    return 0
+
+
+def _generate_for_dataset(args, model, decoding) -> int:
+    """Stories for every evaluation key of a VIST split, written as a prediction file."""
+    from .data import load_vist, sample_dataset
+    from .predictions import predict, write_predictions
+    if args.annotations:
+        if not args.images_dir:
+            raise ValueError("--annotations needs --images-dir (the folder of that split's photos)")
+        dataset = load_vist(args.annotations, args.images_dir, seq_len=args.seq_len)
+    else:
+        dataset = sample_dataset(args.split, seq_len=args.seq_len)
+    predictions = predict(model, dataset, by=args.by, **decoding)
+    out = args.out or "predictions.jsonl"
+    write_predictions(out, predictions, dataset, by=args.by)
+    print(f"wrote {len(predictions)} stories to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .data import sample_dataset
+    from .train import Trainer
+    start = time.perf_counter()
+    train, val = sample_dataset("train"), sample_dataset("val")
+    print(f"sample data: {len(train)} training windows, {len(val)} held-out windows")
+    model = _build_model(args, train)
+    config = _config_from(args)
+    history = Trainer(model, train, val, config).train()
+    last = history.dropna(subset=["eval_loss"]).tail(1)
+    print(f"trained {config.epochs} epochs: train loss {history['loss'].iloc[0]:.2f} -> "
+          f"{history['loss'].iloc[-1]:.2f}" + (f", eval loss {last['eval_loss'].iloc[0]:.2f}" if len(last) else ""))
+    frame = val.frame.drop_duplicates("photo_ids").head(args.show)
+    stories = model.generate([list(p) for p in frame["image_paths"]], num_beams=args.num_beams)
+    for (_, row), story in zip(frame.iterrows(), stories):
+        print(f"\nphotos {' '.join(row['photo_ids'])}")
+        print(f"  generated: {story}")
+        print(f"  reference: {row['text']}")
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; model in {Path(config.output_dir) / 'final'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visiontales", description="Turn a sequence of photos into a short story (VIST; CLIP + GPT-2).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune on VIST (or the shipped sample data)")
+    p.add_argument("--annotations", help="VIST SIS json, e.g. sis/train.story-in-sequence.json "
+                                         "(default: the shipped sample dataset)")
+    p.add_argument("--images", help="folder of <photo_flickr_id>.<ext> images")
+    p.add_argument("--val-annotations", help="held-out SIS json for eval loss and samples")
+    p.add_argument("--val-images", help="image folder of the held-out split (default: --images)")
+    p.add_argument("--seq-len", type=int, default=3, help="images per window (default: 3)")
+    p.add_argument("--stride", type=int, default=1, help="step between windows (default: 1)")
+    p.add_argument("--resume", metavar="CKPT", help="checkpoint folder or 'latest'")
+    _add_model_args(p)
+    _add_training_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="tell stories for image sequences with a saved model")
+    p.add_argument("--model", required=True, help="folder written by save_pretrained / train")
+    p.add_argument("images", nargs="*", help="image paths of one sequence, in order")
+    p.add_argument("--folder", help="a folder of photos, cut in order into --seq-len sequences")
+    p.add_argument("--seq-len", type=int, default=3, help="images per sequence with --folder")
+    p.add_argument("--max-new-tokens", type=int, default=60, help="story length cap in tokens")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
+    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of greedy/beam")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass with --sample")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature with --sample")
+    p.add_argument("--seed", type=int, default=None, help="seed for --sample")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--annotations", help="a VIST SIS json: tell a story for each of its photo sequences")
+    p.add_argument("--images-dir", help="image folder for --annotations")
+    p.add_argument("--split", choices=["train", "val"], help="the shipped sample split instead")
+    p.add_argument("--by", choices=["sequence", "album"], default="sequence",
+                   help="one story per photo sequence (default) or per album (AREL)")
+    p.add_argument("--out", help="prediction file (JSON lines) for --annotations/--split "
+                                 "(default: predictions.jsonl)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="train on the shipped sample data and print held-out stories")
+    _add_model_args(p)
+    p.add_argument("--show", type=int, default=5, help="held-out sequences to print")
+    p.add_argument("--num-beams", type=int, default=1, help="beam width for the printed stories")
+    _add_training_args(p, defaults={**TINY_DEMO, "output_dir": "runs/demo"})
+    p.set_defaults(func=cmd_demo)
+
+    from .cli_eval import add_commands
+    add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and not args.tiny and args.lr == TINY_DEMO["lr"] and not args.init:
+        args.lr, args.epochs = 5e-5, 7  # real weights: the paper's settings
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError, TypeError) as err:
+        if args.debug:
+            raise
+        print(f"visiontales {args.command}: error: {err}", file=sys.stderr)
+        return 2

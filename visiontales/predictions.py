@@ -1,0 +1,80 @@
+"""Prediction files: one story per evaluation key, as JSON lines, and how to make them.
+
+A prediction file is what ``visiontales generate --out`` writes and ``visiontales
+evaluate --predictions`` reads: one JSON object per line with ``key`` (see
+:func:`visiontales.evaluate.prediction_keys`), ``story`` and, for reading by people,
+``photo_ids``. A plain JSON object ``{key: story}`` is accepted too.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .evaluate import keys_for, prediction_keys
+from .utils import atomic_path
+
+
+def predict(model, dataset, by: str = "sequence", **generate_kwargs) -> dict[str, str]:
+    """One story per evaluation key of ``dataset`` (the first window of each key).
+
+    >>> # preds = predict(model, vt.sample_dataset("val"), num_beams=3)
+    """
+    first_rows = keys_for(dataset, by)
+    frame = dataset.frame
+    sequences = [list(frame["image_paths"].iloc[row]) for row in first_rows.values()]
+    stories = model.generate(sequences, **generate_kwargs)
+    return dict(zip(first_rows, stories))
+
+
+def write_predictions(path: str | os.PathLike, predictions: dict[str, str], dataset=None,
+                      by: str = "sequence") -> Path:
+    """Write ``{key: story}`` as JSON lines (atomically); with ``dataset``, add photo ids."""
+    photos = {}
+    if dataset is not None:
+        for key, ids in zip(prediction_keys(dataset, by), dataset.frame["photo_ids"]):
+            photos.setdefault(key, list(ids))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key, story in predictions.items():
+                record = {"key": key, "story": story}
+                if key in photos:
+                    record["photo_ids"] = photos[key]
+                f.write(json.dumps(record) + "\n")
+    return path
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, str]:
+    """Read a prediction file (JSON lines with ``key`` and ``story``, or one JSON object).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
+    >>> _ = p.write_text('{"key": "1_2_3", "story": "a day ."}\\n')
+    >>> read_predictions(p)
+    {'1_2_3': 'a day .'}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such prediction file")
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("{") and "\n{" not in stripped.rstrip():
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+        if "key" not in data:
+            return {str(k): str(v) for k, v in data.items()}
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or "story" not in record or "key" not in record:
+            raise ValueError(f"{path}:{number}: each line needs 'key' and 'story'")
+        out[str(record["key"])] = str(record["story"])
+    return out

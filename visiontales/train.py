@@ -1,0 +1,297 @@
+"""Fine-tuning: TrainingConfig (every knob, paper defaults) and the Trainer loop."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_training_state, save_training_state
+from .tokens import collate, encode_targets
+from .utils import resolve_device, seed_everything
+
+
+@dataclass
+class TrainingConfig:
+    """Every training knob with a default; the defaults are the VisionTales paper's.
+
+    >>> TrainingConfig().lr, TrainingConfig().batch_size, TrainingConfig().epochs
+    (5e-05, 1, 7)
+    """
+    lr: float = 5e-5                     # AdamW learning rate (paper: 5e-5)
+    batch_size: int = 1                  # sequences per step (paper: 1)
+    epochs: int = 7                      # passes over the training set (paper: 7)
+    weight_decay: float = 0.0            # AdamW weight decay (not on biases/LayerNorm)
+    warmup_steps: int = 0                # linear warm-up steps
+    scheduler: str = "constant"          # "constant" (paper) or "linear" decay to 0
+    grad_accum_steps: int = 1            # micro-batches per optimiser step
+    max_grad_norm: float | None = 1.0    # gradient clipping; None turns it off
+    freeze_lm: bool = False              # train only the prefix mapper (ClipCap's only_prefix)
+    max_text_tokens: int = 128           # longer stories are truncated, with a warning
+    seed: int = 42                       # seeds shuffling, dropout and initialisation
+    device: str = "auto"                 # "auto": cuda, then mps, then cpu
+    output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
+    save_every: int = 1                  # checkpoint every N epochs; 0: only the final model
+    eval_every_epoch: bool = True        # eval loss on eval_dataset after each epoch
+    eval_metrics: tuple = ()             # e.g. ("BLEU-4", "CIDEr"): scored on eval stories each epoch
+    best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
+    num_samples: int = 2                 # eval stories printed after each epoch
+    sample_max_new_tokens: int = 40      # length of those printed samples
+    log_every: int = 10                  # steps between history rows
+    progress: bool = True                # tqdm bars
+
+    def __post_init__(self):
+        self.eval_metrics = tuple(self.eval_metrics)
+        if self.best_metric and self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
+            raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
+        if self.scheduler not in ("constant", "linear"):
+            raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
+        for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class Trainer:
+    """AdamW fine-tuning of a :class:`~visiontales.model.StoryModel` on a StoryDataset.
+
+    CLIP runs once per unique image (features are cached); every epoch after that reads
+    the cached features only.
+
+    >>> import visiontales as vt
+    >>> data = vt.sample_dataset("train").select(range(8))
+    >>> model = vt.StoryModel.tiny(vocab_from=data)
+    >>> cfg = vt.TrainingConfig(epochs=1, batch_size=4, lr=1e-3, progress=False,
+    ...                         output_dir="/tmp/vt-doctest", num_samples=0)
+    >>> history = vt.Trainer(model, data, config=cfg).train()
+    >>> list(history.columns)
+    ['step', 'epoch', 'loss', 'lr', 'eval_loss']
+    """
+
+    def __init__(self, model, train_dataset, eval_dataset=None, config: TrainingConfig | None = None):
+        if len(train_dataset) == 0:
+            raise ValueError("train_dataset is empty: nothing to train on (see dataset.skipped)")
+        self.model = model
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.config = config or TrainingConfig()
+        self.device = resolve_device(self.config.device)
+        self.history: list[dict] = []
+        self.global_step = 0
+        self.epoch = 0
+        self.best_value: float | None = None  # of config.best_metric, saved in output_dir/best
+        self.best_epoch: int | None = None
+
+    # ---- preparation ---------------------------------------------------------------
+    def _prepare(self, dataset) -> dict[str, Any]:
+        """Features (B, N, D) and token ids of every example, computed once."""
+        sequences = [list(p) for p in dataset.frame["image_paths"]]
+        lengths = {len(s) for s in sequences}
+        if len(lengths) != 1:
+            raise ValueError(f"all windows must have the same number of images, got {sorted(lengths)}")
+        flat = [p for seq in sequences for p in seq]
+        features = self.model.encode_images(flat).view(len(sequences), lengths.pop(), -1)
+        prompt_ids = self.model.prompt_ids()
+        examples = encode_targets(self.model.tokenizer, prompt_ids, list(dataset.frame["text"]),
+                                  self.config.max_text_tokens)
+        return {"features": features, "examples": examples}
+
+    def _batches(self, data: dict, shuffle: bool, epoch: int):
+        n, bs = len(data["examples"]), self.config.batch_size
+        if shuffle:
+            # one generator per epoch, seeded from (seed, epoch): a resumed run sees the same order
+            gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+            order = torch.randperm(n, generator=gen).tolist()
+        else:
+            order = list(range(n))
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            batch = collate([data["examples"][i] for i in idx], self.model.tokenizer.eos_token_id)
+            batch["features"] = data["features"][idx]
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _optimizer(self):
+        self.model.lm.requires_grad_(not self.config.freeze_lm)
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "ln" in name or "norm" in name else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr)
+
+    def _lr_lambda(self, total_steps: int):
+        warmup, kind = self.config.warmup_steps, self.config.scheduler
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if kind == "linear":
+                return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+            return 1.0
+        return factor
+
+    # ---- loop ----------------------------------------------------------------------
+    def train(self, resume_from: str | os.PathLike | None = None) -> pd.DataFrame:
+        """Train for ``config.epochs``; returns the history (step, epoch, loss, lr, eval_loss).
+
+        ``resume_from`` is a checkpoint folder or ``"latest"`` (the newest under
+        ``output_dir``); training continues from the epoch after it.
+        """
+        cfg = self.config
+        seed_everything(cfg.seed)
+        model = self.model.to(self.device)
+        optimizer = self._optimizer()
+        steps_per_epoch = math.ceil(len(self.train_dataset) / cfg.batch_size / cfg.grad_accum_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
+        start_epoch = 0
+        if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
+            path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
+            if path is None:
+                raise FileNotFoundError(f"no checkpoint under {cfg.output_dir} to resume from")
+            state = load_training_state(path, model, optimizer, scheduler)
+            start_epoch, self.global_step, self.history = state["epoch"], state["step"], state["history"]
+            if cfg.best_metric:  # the best so far is in the history; output_dir/best already holds it
+                seen = [r[cfg.best_metric] for r in self.history
+                        if math.isfinite(r.get(cfg.best_metric, float("nan")))]
+                if seen:
+                    self.best_value = min(seen) if cfg.best_metric == "eval_loss" else max(seen)
+        train_data = self._prepare(self.train_dataset)
+        eval_data = self._prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
+        if not bool(model.feature_stats_fitted):
+            model.fit_feature_stats(train_data["features"].flatten(0, 1).to(self.device))
+        train_data["features"] = train_data["features"].to(self.device)
+        for epoch in range(start_epoch, cfg.epochs):
+            self.epoch = epoch
+            self._train_epoch(train_data, optimizer, scheduler, epoch)
+            eval_loss = self.evaluate_loss(eval_data) if eval_data is not None and cfg.eval_every_epoch else float("nan")
+            if self.history:
+                self.history[-1]["eval_loss"] = eval_loss
+                if cfg.eval_metrics and self.eval_dataset is not None and len(self.eval_dataset):
+                    self.history[-1].update(self.evaluate_metrics())
+                if cfg.best_metric:
+                    self._keep_best(self.history[-1])
+            if cfg.num_samples and self.eval_dataset is not None and len(self.eval_dataset):
+                self._print_samples(epoch)
+            if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
+                save_training_state(Path(cfg.output_dir) / f"checkpoint-epoch{epoch + 1}", model,
+                                    optimizer, scheduler, epoch + 1, self.global_step, self.history,
+                                    asdict(cfg))
+        model.save_pretrained(Path(cfg.output_dir) / "final")
+        return self.history_frame()
+
+    def _train_epoch(self, data, optimizer, scheduler, epoch: int) -> None:
+        cfg, model = self.config, self.model
+        model.train()
+        batches = list(self._batches(data, shuffle=True, epoch=epoch))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        window: list[torch.Tensor] = []  # losses since the last history row, kept on device
+        for i, batch in enumerate(bar):
+            loss = model(**batch).loss
+            (loss / cfg.grad_accum_steps).backward()
+            window.append(loss.detach())
+            last = i + 1 == len(batches)
+            if (i + 1) % cfg.grad_accum_steps and not last:
+                continue
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            if self.global_step % cfg.log_every == 0 or last:
+                mean = torch.stack(window).mean().item()  # the only sync, once per log row
+                if not math.isfinite(mean):
+                    raise FloatingPointError(
+                        f"loss became {mean} at step {self.global_step}; lower lr or check the data")
+                self.history.append({"step": self.global_step, "epoch": epoch + 1, "loss": mean,
+                                     "lr": scheduler.get_last_lr()[0], "eval_loss": float("nan")})
+                bar.set_postfix(loss=f"{mean:.3f}")
+                window = []
+        bar.close()
+
+    @torch.no_grad()
+    def evaluate_loss(self, data: dict | None = None) -> float:
+        """Mean token-level loss on the eval set (weighted by target tokens)."""
+        if data is None:
+            if self.eval_dataset is None:
+                raise ValueError("no eval_dataset was given")
+            data = self._prepare(self.eval_dataset)
+        data = {**data, "features": data["features"].to(self.device)}
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, count = torch.zeros((), device=self.device), 0
+        for batch in self._batches(data, shuffle=False, epoch=0):
+            tokens = int((batch["labels"] != -100).sum())
+            total += model(**batch).loss * tokens
+            count += tokens
+        model.train(was_training)
+        return float(total / max(count, 1))
+
+    def evaluate_metrics(self) -> dict[str, float]:
+        """``config.eval_metrics`` of greedy stories for the eval set (one per photo sequence)."""
+        from .evaluate import METRICS, evaluate, references_from_dataset
+        from .predictions import predict
+        wanted = self.config.eval_metrics
+        families = {m for m in METRICS for name in wanted
+                    if name.lower().startswith(m.lower()) or (m == "reference_free" and name in
+                                                               ("distinct-1", "distinct-2", "repetition", "length"))}
+        predictions = predict(self.model, self.eval_dataset, max_new_tokens=self.config.sample_max_new_tokens)
+        scores = evaluate(predictions, references_from_dataset(self.eval_dataset), metrics=sorted(families))
+        unknown = [name for name in wanted if name not in scores]
+        if unknown:
+            raise ValueError(f"eval_metrics {unknown} are not computed by evaluate(); it gives {sorted(scores)}")
+        return {name: scores[name] for name in wanted}
+
+    def _keep_best(self, row: dict) -> None:
+        name = self.config.best_metric
+        value = row.get(name, float("nan"))
+        if not math.isfinite(value):
+            return
+        if self.best_value is None or (value < self.best_value if name == "eval_loss" else value > self.best_value):
+            self.best_value, self.best_epoch = value, row["epoch"]
+            self.model.save_pretrained(Path(self.config.output_dir) / "best")
+
+    def _print_samples(self, epoch: int) -> None:
+        frame = self.eval_dataset.frame.head(self.config.num_samples)
+        stories = self.model.generate([list(p) for p in frame["image_paths"]],
+                                      max_new_tokens=self.config.sample_max_new_tokens)
+        for story, ref in zip(stories, frame["text"]):
+            tqdm.write(f"[epoch {epoch + 1}] generated: {story}\n           reference: {ref}")
+
+    # ---- results -------------------------------------------------------------------
+    def history_frame(self) -> pd.DataFrame:
+        columns = ["step", "epoch", "loss", "lr", "eval_loss", *self.config.eval_metrics]
+        return pd.DataFrame(self.history, columns=columns)
+
+    def plot_history(self, ax=None):
+        """Training loss by step and eval loss at each epoch end; returns the figure."""
+        import matplotlib.pyplot as plt
+        frame = self.history_frame()
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+        else:
+            fig = ax.figure
+        ax.plot(frame["step"], frame["loss"], label="train loss")
+        evals = frame.dropna(subset=["eval_loss"])
+        if len(evals):
+            ax.plot(evals["step"], evals["eval_loss"], "o-", label="eval loss")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("cross-entropy per token")
+        ax.set_title("visiontales training")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        return fig
