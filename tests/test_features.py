@@ -64,12 +64,26 @@ def test_other_encoder_identity_does_not_share_features(encoder, tmp_path):
 def test_corrupted_cache_is_rebuilt(encoder, tmp_path):
     paths = _images(tmp_path)
     reference = encoder.encode(paths)
-    encoder.cache.matrix_path.write_bytes(b"not a safetensors file")
+    for shard in encoder.cache.shards:
+        shard.write_bytes(b"not a safetensors file")
     fresh = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
                          cache_dir=tmp_path / "cache", progress=False)
     assert torch.equal(fresh.encode(paths), reference)
     assert sum(encoder.calls) == 6                   # encoded again, not trusted
     assert len(FeatureCache(tmp_path / "cache", "tiny-test")) == 3
+
+
+def test_shards_from_several_writers_merge_into_one_file(encoder, tmp_path):
+    paths = _images(tmp_path, n=4)
+    first = encoder.encode(paths[:2])
+    second = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
+                          cache_dir=tmp_path / "cache", progress=False).encode(paths[2:])
+    cache = FeatureCache(tmp_path / "cache", "tiny-test")
+    assert len(cache.shards) == 2 and len(cache) == 4
+    cache.compact()
+    assert [p.name for p in cache.shards] == ["features.safetensors"]
+    merged = FeatureCache(tmp_path / "cache", "tiny-test").get([file_key(p) for p in paths])
+    assert torch.equal(torch.stack(list(merged.values())), torch.cat([first, second]))
 
 
 def test_pil_images_are_encoded_but_not_cached(encoder, tmp_path):

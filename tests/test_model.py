@@ -123,3 +123,9 @@ def test_openai_weights_get_quick_gelu():
 def test_from_pretrained_names_a_wrong_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="visiontales model folder"):
         vt.StoryModel.from_pretrained(tmp_path)
+
+
+def test_fast_loss_equals_the_full_forward_loss(model, data):
+    batch = _batch(model, data)
+    with torch.no_grad():
+        assert torch.allclose(model.loss(**batch), model(**batch).loss, atol=1e-5)

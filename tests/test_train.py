@@ -105,3 +105,38 @@ def test_eval_metrics_each_epoch_and_the_best_checkpoint(small, tmp_path):
     assert (tmp_path / "run" / "best" / "visiontales_config.json").is_file()
     with pytest.raises(ValueError, match="best_metric"):
         vt.TrainingConfig(best_metric="CIDEr")            # not among eval_metrics
+
+
+def test_bf16_loss_curve_follows_fp32(small, tmp_path):
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        model = vt.StoryModel.tiny(vocab_from=small)
+        history = vt.Trainer(model, small, config=_config(tmp_path / precision, epochs=8,
+                                                          precision=precision)).train()
+        curves[precision] = history["loss"].to_numpy()
+    fp32, bf16 = curves["fp32"], curves["bf16"]
+    assert bf16[-1] < 0.5 * bf16[0]                                  # it learns
+    assert abs(bf16 - fp32).max() < 0.05 * fp32.max()                # and tracks fp32 closely
+    assert abs(bf16[-1] - fp32[-1]) < 0.1 * fp32[-1]
+
+
+def test_length_grouped_batches_cover_everything_with_less_padding():
+    lengths = [int(x) for x in torch.randint(5, 80, (400,), generator=torch.Generator().manual_seed(1))]
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(2)).tolist()
+    grouped = vt.train.length_grouped_batches(order, lengths, 8, torch.Generator().manual_seed(3))
+    assert sorted(i for b in grouped for i in b) == list(range(400))
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    plain = [order[i:i + 8] for i in range(0, 400, 8)]
+    assert padding(grouped) < 0.2 * padding(plain)
+
+
+def test_precision_choice():
+    from visiontales.precision import resolve_precision
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(ValueError, match="precision"):
+        vt.TrainingConfig(precision="fp8")

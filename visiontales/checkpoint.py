@@ -59,7 +59,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_training_state(path: str | os.PathLike, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore model weights, optimizer, scheduler and RNG from a checkpoint folder."""
+    """Restore model weights, optimizer and scheduler from a checkpoint folder.
+
+    The torch RNG state is returned as ``state["rng"]`` rather than set: the caller sets
+    it right before the next step, after any work that draws random numbers.
+    """
     from .model import StoryModel
     path = Path(path)
     if not (path / STATE_NAME).is_file():
@@ -68,7 +72,7 @@ def load_training_state(path: str | os.PathLike, model, optimizer, scheduler) ->
     saved = StoryModel.from_pretrained(path)
     model.load_state_dict(saved.state_dict())
     tensors = load_file(str(path / OPTIMIZER_NAME))
-    torch.set_rng_state(tensors.pop("rng.torch"))
+    state["rng"] = tensors.pop("rng.torch")
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         index, name = key.split(".", 1)

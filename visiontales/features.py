@@ -7,7 +7,9 @@ again and an unchanged one never is.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -17,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .utils import atomic_path, read_json, write_json
+from .utils import atomic_path
 
 ImageLike = Union[str, os.PathLike, Image.Image]
 
@@ -45,11 +47,14 @@ def module_digest(module: torch.nn.Module) -> str:
 
 
 class FeatureCache:
-    """Features of one encoder in one safetensors file (float16) plus a JSON index.
+    """Features of one encoder as float16 safetensors shards, each carrying its own index.
 
-    ``<root>/<encoder_id>/features.safetensors`` holds a ``(N, D)`` matrix and
-    ``index.json`` maps each file key to its row. Both are replaced atomically, so an
-    interrupted write never leaves a cache that a later run trusts.
+    ``<root>/<encoder_id>/*.safetensors``: every shard holds a ``(N, D)`` matrix and, in its
+    metadata, the N file keys. A shard is one file written to a temporary name and renamed,
+    so the matrix and its index can never disagree, a crash never leaves a half-written
+    shard that is trusted, and several processes can add shards at once (sharded
+    extraction). :meth:`compact` merges them into ``features.safetensors``. A shard that
+    cannot be read is removed and its images encoded again.
 
     >>> import tempfile, torch
     >>> cache = FeatureCache(tempfile.mkdtemp(), "demo-encoder")
@@ -61,26 +66,30 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike, encoder_id: str):
         safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_id)
         self.dir = Path(root) / safe_id
-        self.matrix_path = self.dir / "features.safetensors"
-        self.index_path = self.dir / "index.json"
-        self._index: dict[str, int] | None = None
-        self._matrix: torch.Tensor | None = None
+        self._index: dict[str, tuple[int, int]] | None = None  # key -> (matrix, row)
+        self._matrices: list[torch.Tensor] = []
+
+    @property
+    def shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.safetensors")) if self.dir.is_dir() else []
 
     def _load(self) -> None:
         if self._index is not None:
             return
-        self._index, self._matrix = {}, None
-        if not (self.index_path.exists() and self.matrix_path.exists()):
-            return
-        try:
-            index = read_json(self.index_path)
-            with safe_open(str(self.matrix_path), framework="pt") as f:
-                matrix = f.get_tensor("features")
-            if not isinstance(index, dict) or (index and max(index.values()) >= len(matrix)):
-                raise ValueError("index does not match the feature matrix")
-        except Exception:  # a corrupted cache is rebuilt, never trusted
-            return
-        self._index, self._matrix = index, matrix
+        self._index, self._matrices = {}, []
+        for shard in self.shards:
+            try:
+                with safe_open(str(shard), framework="pt") as f:
+                    keys = json.loads(f.metadata()["keys"])
+                    matrix = f.get_tensor("features")
+                if len(keys) != len(matrix):
+                    raise ValueError("index does not match the feature matrix")
+            except Exception:  # corrupted or foreign: never trusted, rebuilt on demand
+                shard.unlink(missing_ok=True)
+                continue
+            for row, key in enumerate(keys):
+                self._index[key] = (len(self._matrices), row)
+            self._matrices.append(matrix)
 
     def __len__(self) -> int:
         self._load()
@@ -89,35 +98,72 @@ class FeatureCache:
     def get(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
         """Return the cached features (float32) of the keys that are present."""
         self._load()
-        return {k: self._matrix[self._index[k]].float() for k in keys if k in self._index}
+        found = {}
+        for key in keys:
+            if key in self._index:
+                matrix, row = self._index[key]
+                found[key] = self._matrices[matrix][row].float()
+        return found
+
+    def _write(self, name: str, keys: list[str], matrix: torch.Tensor) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / name
+        with atomic_path(path) as tmp:
+            save_file({"features": matrix.to(torch.float16).contiguous()}, str(tmp),
+                      metadata={"keys": json.dumps(keys)})
+        return path
 
     def put(self, features: dict[str, torch.Tensor]) -> None:
-        """Add features and rewrite the cache files atomically."""
+        """Add features as a new shard (other shards are never rewritten)."""
         if not features:
             return
         self._load()
-        rows = [] if self._matrix is None else [self._matrix]
-        index = dict(self._index)
-        new = torch.stack([v.detach().to("cpu", torch.float16) for v in features.values()])
-        start = 0 if self._matrix is None else len(self._matrix)
-        for offset, key in enumerate(features):
-            index[key] = start + offset
-        matrix = torch.cat(rows + [new]) if rows else new
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.matrix_path) as tmp:
-            save_file({"features": matrix.contiguous()}, str(tmp))
-        write_json(self.index_path, index)
-        self._index, self._matrix = index, matrix
+        keys = list(features)
+        matrix = torch.stack([v.detach().cpu() for v in features.values()])
+        self._write(f"shard-{time.time_ns()}-{os.getpid()}.safetensors", keys, matrix)
+        for row, key in enumerate(keys):
+            self._index[key] = (len(self._matrices), row)
+        self._matrices.append(matrix.to(torch.float16))
+
+    def compact(self) -> None:
+        """Merge all shards into one ``features.safetensors`` (one file to memory-map)."""
+        self._load()
+        old = self.shards
+        if len(old) <= 1:
+            return
+        keys = list(self._index)
+        matrix = torch.stack([self._matrices[m][r] for m, r in self._index.values()])
+        merged = self._write("features.safetensors", keys, matrix)
+        for shard in old:
+            if shard != merged:
+                shard.unlink(missing_ok=True)
+        self._index = {key: (0, row) for row, key in enumerate(keys)}
+        self._matrices = [matrix]
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decode and preprocess image files; runs in DataLoader worker processes."""
+
+    def __init__(self, paths: Sequence[str], preprocess, load_image):
+        self.paths, self.preprocess, self.load_image = list(paths), preprocess, load_image
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.preprocess(self.load_image(self.paths[i]))
 
 
 class ImageEncoder:
     """Encode images with a frozen open_clip model, reading and filling a :class:`FeatureCache`.
 
     Features are L2-normalised (CLIP's own geometry; the model standardises them later
-    with training-set statistics). PIL images given directly are encoded but not cached,
-    since they have no file to key on.
+    with training-set statistics) and rounded to float16 as stored. Files are decoded in
+    ``num_workers`` DataLoader processes while the model encodes; ``precision="auto"``
+    encodes under bf16 autocast where the hardware has it. PIL images given directly are
+    encoded but not cached, since they have no file to key on.
 
-    >>> # encoder = ImageEncoder(clip_model, preprocess, identity="ViT-B-32/openai")
+    >>> # encoder = ImageEncoder(clip_model, preprocess, identity="ViT-B-32-openai")
     >>> # feats = encoder.encode(["a.jpg", "b.jpg"])  # (2, 512)
     """
 
@@ -130,6 +176,8 @@ class ImageEncoder:
         batch_size: int = 64,
         progress: bool = True,
         load_image: Callable[[str], Image.Image] | None = None,
+        num_workers: int = 0,
+        precision: str = "fp32",
     ):
         self.clip = clip_model
         self.preprocess = preprocess
@@ -137,49 +185,64 @@ class ImageEncoder:
         self.cache = FeatureCache(cache_dir or default_cache_dir(), identity)
         self.batch_size = batch_size
         self.progress = progress
+        self.num_workers = num_workers
+        self.precision = precision
         if load_image is None:
             from .data import load_image as load_image
         self.load_image = load_image
 
-    @torch.no_grad()
-    def _encode_batch(self, images: list[Image.Image]) -> torch.Tensor:
+    @torch.inference_mode()
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        from .precision import autocast, resolve_precision
         device = next(self.clip.parameters()).device
-        pixels = torch.stack([self.preprocess(im) for im in images]).to(device)
-        feats = self.clip.encode_image(pixels).float()
+        dtype = resolve_precision(self.precision, device)
+        with autocast(device, dtype):
+            feats = self.clip.encode_image(pixels.to(device, non_blocking=True)).float()
         feats = torch.nn.functional.normalize(feats, dim=-1).cpu()
         # round through float16 as the cache does, so a cold and a warm run agree exactly
         return feats.half().float()
 
+    def _encode_files(self, paths: list[str]) -> dict[str, torch.Tensor]:
+        """Features of files (no cache lookup), with worker decoding and a progress bar."""
+        if not paths:
+            return {}
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths, self.preprocess, self.load_image), batch_size=self.batch_size,
+            num_workers=self.num_workers, persistent_workers=False,
+            pin_memory=next(self.clip.parameters()).is_cuda)
+        out: list[torch.Tensor] = []
+        with tqdm(total=len(paths), desc="encoding images", unit="img",
+                  disable=not self.progress or not paths) as bar:
+            for pixels in loader:
+                out.append(self._encode_pixels(pixels))
+                bar.update(len(pixels))
+        return dict(zip(paths, torch.cat(out))) if out else {}
+
+    def precompute(self, paths: Sequence[str | os.PathLike], shard_index: int = 0,
+                   num_shards: int = 1) -> int:
+        """Encode this shard's share of the uncached ``paths`` into the cache; returns how many.
+
+        Run it in ``num_shards`` processes (``shard_index`` 0..n-1) to split extraction;
+        each writes its own cache shard, and every reader then sees them all.
+        """
+        keys = {file_key(p): str(p) for p in paths}
+        cached = self.cache.get(list(keys))
+        todo = [k for k in keys if k not in cached][shard_index::num_shards]
+        fresh = self._encode_files([keys[k] for k in todo])
+        self.cache.put({k: fresh[keys[k]] for k in todo})
+        return len(todo)
+
     def encode(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Features of ``images`` as a ``(N, D)`` float32 tensor, in the given order."""
-        keys: list[str | None] = [
-            None if isinstance(im, Image.Image) else file_key(im) for im in images
-        ]
-        found = self.cache.get([k for k in keys if k is not None])
-        todo = [i for i, k in enumerate(keys) if k is None or k not in found]
-        # an image listed twice is encoded once
-        unique_todo: dict[object, int] = {}
-        for i in todo:
-            unique_todo.setdefault(keys[i] if keys[i] is not None else id(images[i]), i)
-        fresh: dict[object, torch.Tensor] = {}
-        order = list(unique_todo.items())
-        bar = tqdm(total=len(order), desc="encoding images", unit="img",
-                   disable=not self.progress or not order)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            pils = [
-                images[i] if isinstance(images[i], Image.Image) else self.load_image(images[i])
-                for _, i in chunk
-            ]
-            for (ident, _), feat in zip(chunk, self._encode_batch(pils)):
-                fresh[ident] = feat
-            bar.update(len(chunk))
-        bar.close()
-        self.cache.put({k: v for k, v in fresh.items() if isinstance(k, str)})
-        rows = []
-        for i, key in enumerate(keys):
-            if key is not None and key in found:
-                rows.append(found[key])
-            else:
-                rows.append(fresh[key if key is not None else id(images[i])])
+        files = [str(im) for im in images if not isinstance(im, Image.Image)]
+        if files:
+            self.precompute(files)
+        found = self.cache.get([file_key(p) for p in dict.fromkeys(files)])
+        pils = [im for im in images if isinstance(im, Image.Image)]
+        pil_feats = {}
+        if pils:
+            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in pils])
+            pil_feats = {id(im): f for im, f in zip(pils, self._encode_pixels(pixels))}
+        rows = [pil_feats[id(im)] if isinstance(im, Image.Image) else found[file_key(im)]
+                for im in images]
         return torch.stack(rows) if rows else torch.empty(0)

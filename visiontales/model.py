@@ -14,6 +14,7 @@ from torch import nn
 
 from . import loading
 from .features import ImageEncoder, ImageLike, module_digest
+from .precision import autocast, resolve_precision
 from .prefix import PrefixMapper
 from .utils import quiet_transformers, read_json, write_json
 
@@ -67,6 +68,8 @@ class StoryModel(nn.Module):
         self._clip_identity = clip_identity
         self.cache_dir: str | os.PathLike | None = None  # None: $VISIONTALES_CACHE or ~/.cache
         self.progress = True
+        self.precision = "fp32"   # "auto": bf16 autocast for encoding and generation where native
+        self.num_workers = 0      # DataLoader processes decoding images for CLIP
         self.eval()  # like transformers' from_pretrained: inference mode until a Trainer says otherwise
 
     # ---- factories -----------------------------------------------------------------
@@ -135,7 +138,8 @@ class StoryModel(nn.Module):
 
     def image_encoder(self, batch_size: int = 64) -> ImageEncoder:
         return ImageEncoder(self.clip, self.preprocess, self.clip_identity, self.cache_dir,
-                            batch_size=batch_size, progress=self.progress)
+                            batch_size=batch_size, progress=self.progress,
+                            num_workers=self.num_workers, precision=self.precision)
 
     def encode_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Cached, L2-normalised CLIP features ``(N, D)`` of images (paths or PIL)."""
@@ -174,6 +178,24 @@ class StoryModel(nn.Module):
             labels = torch.cat([labels.new_full((batch, plen), -100), labels], dim=1)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
+    def loss(self, features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:
+        """The same loss as ``forward(...).loss``, computing logits only where labels are.
+
+        The LM head (768 x 50257 for GPT-2) costs about as much per token as the whole
+        transformer; prefix, prompt and padding positions carry no loss, so they skip it.
+        """
+        prefix = self.prefix_embeddings(features)  # (B, P, E)
+        tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
+        batch, plen = prefix.shape[:2]
+        embeds = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+        mask = torch.cat([attention_mask.new_ones(batch, plen), attention_mask], dim=1)
+        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        targets = torch.cat([labels.new_full((batch, plen), -100), labels], dim=1)[:, 1:]
+        keep = targets != -100  # position j predicts token j + 1
+        logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])  # (K, V)
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
     # ---- generation ----------------------------------------------------------------
     @torch.no_grad()
     def generate(self, image_sequences: Sequence[Sequence[ImageLike]], max_new_tokens: int = 60,
@@ -208,24 +230,26 @@ class StoryModel(nn.Module):
             if not seq:
                 raise ValueError(f"image sequence {i} is empty")
             by_length.setdefault(len(seq), []).append(i)
-        for rows in by_length.values():  # same length -> same prefix size, no padding needed
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                feats = torch.stack([features[offsets[i]:offsets[i + 1]] for i in chunk])
-                prefix = self.prefix_embeddings(feats)
-                prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
-                embeds = torch.cat([prefix.to(prompt_emb.dtype),
-                                    prompt_emb.expand(len(chunk), -1, -1)], dim=1)
-                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-                out = self.lm.generate(
-                    inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                    num_beams=num_beams, do_sample=do_sample,
-                    top_p=top_p if do_sample else None,
-                    temperature=temperature if do_sample else None,
-                    top_k=0 if do_sample else None,
-                    pad_token_id=eos, eos_token_id=eos, use_cache=True)
-                for i, ids in zip(chunk, out.tolist()):
-                    stories[i] = self._decode(ids)
+        dtype = resolve_precision(self.precision, self.device)
+        with autocast(self.device, dtype):
+            for rows in by_length.values():  # same length -> same prefix size, no padding needed
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start:start + batch_size]
+                    feats = torch.stack([features[offsets[i]:offsets[i + 1]] for i in chunk])
+                    prefix = self.prefix_embeddings(feats)
+                    prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
+                    embeds = torch.cat([prefix.to(prompt_emb.dtype),
+                                        prompt_emb.expand(len(chunk), -1, -1)], dim=1)
+                    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+                    out = self.lm.generate(
+                        inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                        num_beams=num_beams, do_sample=do_sample,
+                        top_p=top_p if do_sample else None,
+                        temperature=temperature if do_sample else None,
+                        top_k=0 if do_sample else None,
+                        pad_token_id=eos, eos_token_id=eos, use_cache=True)
+                    for i, ids in zip(chunk, out.tolist()):
+                        stories[i] = self._decode(ids)
         self.train(was_training)
         return stories  # type: ignore[return-value]
 

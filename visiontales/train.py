@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_training_state, save_training_state
+from .precision import autocast, resolve_precision
 from .tokens import collate, encode_targets
 from .utils import resolve_device, seed_everything
 
@@ -33,6 +34,10 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0    # gradient clipping; None turns it off
     freeze_lm: bool = False              # train only the prefix mapper (ClipCap's only_prefix)
     max_text_tokens: int = 128           # longer stories are truncated, with a warning
+    precision: str = "fp32"              # "auto": bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)
+    group_by_length: bool = False        # batch similar lengths together: less padding
+    compile: bool = False                # torch.compile the loss step (PyTorch 2.x)
+    num_workers: int = 0                 # DataLoader processes decoding images for CLIP
     seed: int = 42                       # seeds shuffling, dropout and initialisation
     device: str = "auto"                 # "auto": cuda, then mps, then cpu
     output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
@@ -51,6 +56,9 @@ class TrainingConfig:
             raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
         if self.scheduler not in ("constant", "linear"):
             raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
+        from .precision import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -59,6 +67,27 @@ class TrainingConfig:
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int,
+                           generator: torch.Generator) -> list[list[int]]:
+    """Batches of similar length, in random order (less padding, same randomness per epoch).
+
+    The shuffled ``order`` is cut into chunks of 50 batches; each chunk is sorted by length
+    and split into batches; then the batches are shuffled.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batches = length_grouped_batches([3, 0, 2, 1], [5, 1, 4, 2], 2, g)
+    >>> sorted(sorted(b) for b in batches)
+    [[0, 1], [2, 3]]
+    """
+    chunk = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
 
 
 class Trainer:
@@ -113,13 +142,16 @@ class Trainer:
             order = torch.randperm(n, generator=gen).tolist()
         else:
             order = list(range(n))
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
+        batches = [order[start:start + bs] for start in range(0, n, bs)]
+        if shuffle and self.config.group_by_length:
+            batches = length_grouped_batches(order, [len(ids) for ids, _ in data["examples"]], bs, gen)
+        for idx in batches:
             batch = collate([data["examples"][i] for i in idx], self.model.tokenizer.eos_token_id)
             batch["features"] = data["features"][idx]
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _optimizer(self):
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         self.model.lm.requires_grad_(not self.config.freeze_lm)
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
@@ -128,7 +160,7 @@ class Trainer:
             (no_decay if param.ndim < 2 or "ln" in name or "norm" in name else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.config.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr)
+        return torch.optim.AdamW(groups, lr=self.config.lr, **fused)
 
     def _lr_lambda(self, total_steps: int):
         warmup, kind = self.config.warmup_steps, self.config.scheduler
@@ -151,16 +183,23 @@ class Trainer:
         cfg = self.config
         seed_everything(cfg.seed)
         model = self.model.to(self.device)
+        model.num_workers = cfg.num_workers
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+            torch.backends.cudnn.allow_tf32 = True
+        self._autocast_dtype = resolve_precision(cfg.precision, self.device)
+        self._loss = torch.compile(model.loss) if cfg.compile else model.loss
         optimizer = self._optimizer()
         steps_per_epoch = math.ceil(len(self.train_dataset) / cfg.batch_size / cfg.grad_accum_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
-        start_epoch = 0
+        start_epoch, rng_state = 0, None
         if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
             path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
             if path is None:
                 raise FileNotFoundError(f"no checkpoint under {cfg.output_dir} to resume from")
             state = load_training_state(path, model, optimizer, scheduler)
             start_epoch, self.global_step, self.history = state["epoch"], state["step"], state["history"]
+            rng_state = state["rng"]
             if cfg.best_metric:  # the best so far is in the history; output_dir/best already holds it
                 seen = [r[cfg.best_metric] for r in self.history
                         if math.isfinite(r.get(cfg.best_metric, float("nan")))]
@@ -171,6 +210,8 @@ class Trainer:
         if not bool(model.feature_stats_fitted):
             model.fit_feature_stats(train_data["features"].flatten(0, 1).to(self.device))
         train_data["features"] = train_data["features"].to(self.device)
+        if rng_state is not None:  # now: preparing data (DataLoaders) draws random numbers too
+            torch.set_rng_state(rng_state)
         for epoch in range(start_epoch, cfg.epochs):
             self.epoch = epoch
             self._train_epoch(train_data, optimizer, scheduler, epoch)
@@ -197,7 +238,8 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         window: list[torch.Tensor] = []  # losses since the last history row, kept on device
         for i, batch in enumerate(bar):
-            loss = model(**batch).loss
+            with autocast(self.device, self._autocast_dtype):
+                loss = self._loss(**batch)
             (loss / cfg.grad_accum_steps).backward()
             window.append(loss.detach())
             last = i + 1 == len(batches)
@@ -233,9 +275,11 @@ class Trainer:
         was_training = model.training
         model.eval()
         total, count = torch.zeros((), device=self.device), 0
+        dtype = resolve_precision(self.config.precision, self.device)
         for batch in self._batches(data, shuffle=False, epoch=0):
             tokens = int((batch["labels"] != -100).sum())
-            total += model(**batch).loss * tokens
+            with autocast(self.device, dtype):
+                total += model.loss(**batch).float() * tokens
             count += tokens
         model.train(was_training)
         return float(total / max(count, 1))
