@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_eval import add_commands
     add_commands(sub)
+    from .cli_serve import add_commands as add_serve_commands
+    add_serve_commands(sub)
     return parser
 
 
