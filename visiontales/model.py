@@ -201,12 +201,12 @@ class StoryModel(nn.Module):
     def generate(self, image_sequences: Sequence[Sequence[ImageLike]], max_new_tokens: int = 60,
                  num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9,
                  temperature: float = 1.0, prompt: str | None = None, batch_size: int = 16,
-                 seed: int | None = None) -> list[str]:
+                 seed: int | None = None, min_new_tokens: int = 0) -> list[str]:
         """One story per image sequence (each a list of paths or PIL images).
 
         Greedy by default; ``num_beams > 1`` for beam search, ``do_sample=True`` for
         nucleus sampling (``top_p``, ``temperature``; ``seed`` makes it repeatable).
-        Batched, with GPT-2's KV cache; stops at EOS.
+        Batched, with GPT-2's KV cache; stops at EOS, but not before ``min_new_tokens``.
         """
         if isinstance(image_sequences, (str, bytes)) or not all(
                 isinstance(s, (list, tuple)) for s in image_sequences):
@@ -243,7 +243,7 @@ class StoryModel(nn.Module):
                     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
                     out = self.lm.generate(
                         inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                        num_beams=num_beams, do_sample=do_sample,
+                        num_beams=num_beams, do_sample=do_sample, min_new_tokens=min_new_tokens,
                         top_p=top_p if do_sample else None,
                         temperature=temperature if do_sample else None,
                         top_k=0 if do_sample else None,

@@ -32,12 +32,20 @@ def encode_target(tokenizer, prompt_ids: Sequence[int], text: str,
     return input_ids, labels, truncated
 
 
-def encode_targets(tokenizer, prompt_ids: Sequence[int], texts: Iterable[str],
+def encode_targets(tokenizer, prompt_ids: Sequence[int] | Sequence[Sequence[int]], texts: Iterable[str],
                    max_text_tokens: int = 128) -> list[tuple[list[int], list[int]]]:
-    """:func:`encode_target` over many texts, with one warning for all truncations."""
+    """:func:`encode_target` over many texts, with one warning for all truncations.
+
+    ``prompt_ids`` is one prompt for all texts, or one per text (instruction tasks).
+    """
+    texts = list(texts)
+    per_text = bool(prompt_ids) and not isinstance(prompt_ids[0], int)
+    prompts = prompt_ids if per_text else [prompt_ids] * len(texts)
+    if len(prompts) != len(texts):
+        raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
     out, cut = [], 0
-    for text in texts:
-        ids, labels, truncated = encode_target(tokenizer, prompt_ids, text, max_text_tokens)
+    for prompt, text in zip(prompts, texts):
+        ids, labels, truncated = encode_target(tokenizer, prompt, text, max_text_tokens)
         out.append((ids, labels))
         cut += truncated
     if cut:

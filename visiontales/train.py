@@ -47,6 +47,8 @@ class TrainingConfig:
     best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
     num_samples: int = 2                 # eval stories printed after each epoch
     sample_max_new_tokens: int = 40      # length of those printed samples
+    rl_weight: float = 0.0               # lambda of L = L_NLL + lambda * L_RL (needs Trainer(rl=...))
+    rl_start_epoch: int = 0              # first epoch (0-based) with the reinforcement term
     log_every: int = 10                  # steps between history rows
     progress: bool = True                # tqdm bars
 
@@ -90,6 +92,10 @@ def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int
     return [batches[i] for i in perm]
 
 
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 class Trainer:
     """AdamW fine-tuning of a :class:`~visiontales.model.StoryModel` on a StoryDataset.
 
@@ -106,13 +112,15 @@ class Trainer:
     ['step', 'epoch', 'loss', 'lr', 'eval_loss']
     """
 
-    def __init__(self, model, train_dataset, eval_dataset=None, config: TrainingConfig | None = None):
+    def __init__(self, model, train_dataset, eval_dataset=None, config: TrainingConfig | None = None,
+                 rl=None):
         if len(train_dataset) == 0:
             raise ValueError("train_dataset is empty: nothing to train on (see dataset.skipped)")
         self.model = model
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.config = config or TrainingConfig()
+        self.rl = rl  # callable (model, batch, rows) -> RL loss tensor, e.g. visiontales.rl.SelfCritical
         self.device = resolve_device(self.config.device)
         self.history: list[dict] = []
         self.global_step = 0
@@ -122,33 +130,46 @@ class Trainer:
 
     # ---- preparation ---------------------------------------------------------------
     def _prepare(self, dataset) -> dict[str, Any]:
-        """Features (B, N, D) and token ids of every example, computed once."""
-        sequences = [list(p) for p in dataset.frame["image_paths"]]
-        lengths = {len(s) for s in sequences}
-        if len(lengths) != 1:
-            raise ValueError(f"all windows must have the same number of images, got {sorted(lengths)}")
-        flat = [p for seq in sequences for p in seq]
-        features = self.model.encode_images(flat).view(len(sequences), lengths.pop(), -1)
-        prompt_ids = self.model.prompt_ids()
-        examples = encode_targets(self.model.tokenizer, prompt_ids, list(dataset.frame["text"]),
+        """Features (one ``(N, D)`` tensor per example) and token ids, computed once.
+
+        An ``instruction`` column (instruction tasks) replaces the model's prompt per row;
+        rows may then hold different numbers of images (batches never mix them).
+        """
+        frame = dataset.frame
+        sequences = [list(p) for p in frame["image_paths"]]
+        if any(not s for s in sequences):
+            raise ValueError("every example needs at least one image path")
+        flat = self.model.encode_images([p for seq in sequences for p in seq]).to(self.device)
+        features = list(flat.split([len(s) for s in sequences]))
+        if "instruction" in frame.columns:
+            prompts = [self.model.prompt_ids(t or None) for t in frame["instruction"]]
+        else:
+            prompts = self.model.prompt_ids()
+        examples = encode_targets(self.model.tokenizer, prompts, list(frame["text"]),
                                   self.config.max_text_tokens)
         return {"features": features, "examples": examples}
 
     def _batches(self, data: dict, shuffle: bool, epoch: int):
         n, bs = len(data["examples"]), self.config.batch_size
-        if shuffle:
-            # one generator per epoch, seeded from (seed, epoch): a resumed run sees the same order
-            gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-            order = torch.randperm(n, generator=gen).tolist()
-        else:
-            order = list(range(n))
-        batches = [order[start:start + bs] for start in range(0, n, bs)]
-        if shuffle and self.config.group_by_length:
+        gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        # one generator per epoch, seeded from (seed, epoch): a resumed run sees the same order
+        order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
+        counts = [len(f) for f in data["features"]]
+        if len(set(counts)) > 1:  # instruction mixtures: one image count per batch
+            batches = [idx for c in sorted(set(counts)) for idx in
+                       _chunks([i for i in order if counts[i] == c], bs)]
+            if shuffle:
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        elif shuffle and self.config.group_by_length:
             batches = length_grouped_batches(order, [len(ids) for ids, _ in data["examples"]], bs, gen)
+        else:
+            batches = _chunks(order, bs)
         for idx in batches:
             batch = collate([data["examples"][i] for i in idx], self.model.tokenizer.eos_token_id)
-            batch["features"] = data["features"][idx]
-            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            batch["features"] = torch.stack([data["features"][i] for i in idx])
+            batch["index"] = torch.tensor(idx)
+            yield batch
 
     def _optimizer(self):
         fused = {"fused": True} if self.device.type == "cuda" else {}
@@ -208,8 +229,7 @@ class Trainer:
         train_data = self._prepare(self.train_dataset)
         eval_data = self._prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
         if not bool(model.feature_stats_fitted):
-            model.fit_feature_stats(train_data["features"].flatten(0, 1).to(self.device))
-        train_data["features"] = train_data["features"].to(self.device)
+            model.fit_feature_stats(torch.cat(train_data["features"]))
         if rng_state is not None:  # now: preparing data (DataLoaders) draws random numbers too
             torch.set_rng_state(rng_state)
         for epoch in range(start_epoch, cfg.epochs):
@@ -238,8 +258,13 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         window: list[torch.Tensor] = []  # losses since the last history row, kept on device
         for i, batch in enumerate(bar):
+            index = batch.pop("index")
             with autocast(self.device, self._autocast_dtype):
                 loss = self._loss(**batch)
+                if self.rl is not None and cfg.rl_weight > 0 and epoch >= cfg.rl_start_epoch:
+                    # seed 000, eq. 4: L = L_NLL + lambda * L_RL
+                    rows = self.train_dataset.frame.iloc[index.tolist()]
+                    loss = loss + cfg.rl_weight * self.rl(model, batch, rows)
             (loss / cfg.grad_accum_steps).backward()
             window.append(loss.detach())
             last = i + 1 == len(batches)
@@ -270,13 +295,13 @@ class Trainer:
             if self.eval_dataset is None:
                 raise ValueError("no eval_dataset was given")
             data = self._prepare(self.eval_dataset)
-        data = {**data, "features": data["features"].to(self.device)}
         model = self.model
         was_training = model.training
         model.eval()
         total, count = torch.zeros((), device=self.device), 0
         dtype = resolve_precision(self.config.precision, self.device)
         for batch in self._batches(data, shuffle=False, epoch=0):
+            batch.pop("index")
             tokens = int((batch["labels"] != -100).sum())
             with autocast(self.device, dtype):
                 total += model.loss(**batch).float() * tokens
