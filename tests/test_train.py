@@ -75,7 +75,7 @@ def test_feature_statistics_are_fitted_on_the_training_set(small, tmp_path):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(small, tmp_path):
     straight = vt.StoryModel.tiny(vocab_from=small)
     history = vt.Trainer(straight, small, config=_config(tmp_path / "a", epochs=2, save_every=1)).train()
-    checkpoint = tmp_path / "a" / "run" / "checkpoint-epoch1"
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-step3"
     assert vt.train.latest_checkpoint(tmp_path / "a" / "run") == checkpoint
 
     resumed = vt.StoryModel.tiny(vocab_from=small, seed=123)  # other init: the checkpoint must win
@@ -140,3 +140,17 @@ def test_precision_choice():
     assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
     with pytest.raises(ValueError, match="precision"):
         vt.TrainingConfig(precision="fp8")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    model = vt.StoryModel.tiny(vocab_from=small)
+    cfg = _config(tmp_path, epochs=20, lr=1e9, max_grad_norm=None, save_steps=1, log_every=1,
+                  save_every=0)
+    trainer = vt.Trainer(model, small, config=cfg)
+    with pytest.raises(FloatingPointError, match="last good checkpoint") as err:
+        trainer.train()
+    good = vt.train.latest_checkpoint(tmp_path / "run")
+    assert good is not None and str(good) in str(err.value)
+    assert not (tmp_path / "run" / "final").exists()          # nothing bad is saved as final
+    reloaded = vt.StoryModel.from_pretrained(good)               # the kept checkpoint is finite
+    assert all(torch.isfinite(p).all() for p in reloaded.mapper.parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,12 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def save_training_state(path: str | os.PathLike, model, optimizer, scheduler, epoch: int,
-                        step: int, history: list[dict], config: dict[str, Any]) -> Path:
-    """Write a resumable checkpoint folder and point ``latest.json`` at it."""
+                        step: int, history: list[dict], config: dict[str, Any],
+                        extra: dict[str, Any] | None = None) -> Path:
+    """Write a resumable checkpoint folder and point ``latest.json`` at it.
+
+    ``extra`` holds JSON values the trainer needs back (position in the epoch, pending losses).
+    """
     path = Path(path)
     model.save_pretrained(path)
     tensors, groups = _optimizer_tensors(optimizer)
@@ -44,9 +49,20 @@ def save_training_state(path: str | os.PathLike, model, optimizer, scheduler, ep
     write_json(path / STATE_NAME, {
         "epoch": epoch, "step": step, "history": clean_history, "config": config,
         "param_groups": groups, "scheduler": scheduler.state_dict() if scheduler else None,
+        **(extra or {}),
     })
     write_json(path.parent / "latest.json", {"checkpoint": path.name})
     return path
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int = 2) -> None:
+    """Remove all but the ``keep`` newest ``checkpoint-step*`` folders (never the latest)."""
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir)
+    found = sorted(run_dir.glob("checkpoint-step*"), key=lambda p: int(p.name[len("checkpoint-step"):]))
+    for old in found[:max(0, len(found) - max(keep, 1))]:
+        if old != latest:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

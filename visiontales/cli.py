@@ -228,8 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, FloatingPointError, TypeError) as err:
+    except (ValueError, OSError, FloatingPointError, TypeError) as err:  # the user can fix these
         if args.debug:
             raise
         print(f"visiontales {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # anything else: still one line; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"visiontales {args.command}: internal error ({type(err).__name__}): {err}; "
+              "rerun with --debug for the traceback", file=sys.stderr)
+        return 1

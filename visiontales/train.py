@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_training_state, save_training_state
+from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 from .precision import autocast, resolve_precision
 from .tokens import collate, encode_targets
 from .utils import resolve_device, seed_everything
@@ -42,6 +42,8 @@ class TrainingConfig:
     device: str = "auto"                 # "auto": cuda, then mps, then cpu
     output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
     save_every: int = 1                  # checkpoint every N epochs; 0: only the final model
+    save_steps: int = 0                  # also checkpoint every N optimiser steps (mid-epoch)
+    keep_checkpoints: int = 2            # newest checkpoints kept on disk; older ones removed
     eval_every_epoch: bool = True        # eval loss on eval_dataset after each epoch
     eval_metrics: tuple = ()             # e.g. ("BLEU-4", "CIDEr"): scored on eval stories each epoch
     best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
@@ -213,14 +215,15 @@ class Trainer:
         optimizer = self._optimizer()
         steps_per_epoch = math.ceil(len(self.train_dataset) / cfg.batch_size / cfg.grad_accum_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
-        start_epoch, rng_state = 0, None
+        start_epoch, start_batch, window, rng_state = 0, 0, [], None
         if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
             path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
             if path is None:
                 raise FileNotFoundError(f"no checkpoint under {cfg.output_dir} to resume from")
             state = load_training_state(path, model, optimizer, scheduler)
             start_epoch, self.global_step, self.history = state["epoch"], state["step"], state["history"]
-            rng_state = state["rng"]
+            start_batch, rng_state = state.get("batch", 0), state["rng"]
+            window = [torch.tensor(v, device=self.device) for v in state.get("window", [])]
             if cfg.best_metric:  # the best so far is in the history; output_dir/best already holds it
                 seen = [r[cfg.best_metric] for r in self.history
                         if math.isfinite(r.get(cfg.best_metric, float("nan")))]
@@ -232,9 +235,11 @@ class Trainer:
             model.fit_feature_stats(torch.cat(train_data["features"]))
         if rng_state is not None:  # now: preparing data (DataLoaders) draws random numbers too
             torch.set_rng_state(rng_state)
+        self._optim = (optimizer, scheduler)
         for epoch in range(start_epoch, cfg.epochs):
             self.epoch = epoch
-            self._train_epoch(train_data, optimizer, scheduler, epoch)
+            self._train_epoch(train_data, epoch, start_batch, window)
+            start_batch, window = 0, []
             eval_loss = self.evaluate_loss(eval_data) if eval_data is not None and cfg.eval_every_epoch else float("nan")
             if self.history:
                 self.history[-1]["eval_loss"] = eval_loss
@@ -245,19 +250,42 @@ class Trainer:
             if cfg.num_samples and self.eval_dataset is not None and len(self.eval_dataset):
                 self._print_samples(epoch)
             if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
-                save_training_state(Path(cfg.output_dir) / f"checkpoint-epoch{epoch + 1}", model,
-                                    optimizer, scheduler, epoch + 1, self.global_step, self.history,
-                                    asdict(cfg))
+                self._checkpoint(epoch + 1, 0, [])
         model.save_pretrained(Path(cfg.output_dir) / "final")
         return self.history_frame()
 
-    def _train_epoch(self, data, optimizer, scheduler, epoch: int) -> None:
+    def _checkpoint(self, epoch: int, batch: int, window: list[torch.Tensor]) -> Path:
+        """Save a resumable checkpoint at ``batch`` micro-batches into ``epoch`` (0-based)."""
+        losses = [float(v) for v in window]  # the pending history window, exact as float64
+        if not all(math.isfinite(v) for v in losses):
+            raise self._non_finite(losses[-1])
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in trainable]).all()):
+            raise self._non_finite(float("nan"))  # the last step blew up the weights themselves
+        optimizer, scheduler = self._optim
+        path = save_training_state(
+            Path(self.config.output_dir) / f"checkpoint-step{self.global_step}", self.model,
+            optimizer, scheduler, epoch, self.global_step, self.history, asdict(self.config),
+            extra={"batch": batch, "window": losses})
+        prune_checkpoints(self.config.output_dir, keep=self.config.keep_checkpoints)
+        return path
+
+    def _non_finite(self, value: float) -> FloatingPointError:
+        good = latest_checkpoint(self.config.output_dir)
+        where = f"the last good checkpoint is {good} (resume_from='latest')" if good else "no checkpoint was saved"
+        return FloatingPointError(f"loss became {value} at step {self.global_step}; training stopped and "
+                                  f"{where}; lower the learning rate or check the data")
+
+    def _train_epoch(self, data, epoch: int, start_batch: int = 0, window=None) -> None:
         cfg, model = self.config, self.model
+        optimizer, scheduler = self._optim
         model.train()
         batches = list(self._batches(data, shuffle=True, epoch=epoch))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        window: list[torch.Tensor] = []  # losses since the last history row, kept on device
-        for i, batch in enumerate(bar):
+        bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, leave=False)
+        window = list(window or [])  # losses since the last history row, kept on device
+        for i in range(start_batch, len(batches)):  # a resumed epoch skips what it had done
+            batch = batches[i]
             index = batch.pop("index")
             with autocast(self.device, self._autocast_dtype):
                 loss = self._loss(**batch)
@@ -267,6 +295,7 @@ class Trainer:
                     loss = loss + cfg.rl_weight * self.rl(model, batch, rows)
             (loss / cfg.grad_accum_steps).backward()
             window.append(loss.detach())
+            bar.update(1)
             last = i + 1 == len(batches)
             if (i + 1) % cfg.grad_accum_steps and not last:
                 continue
@@ -280,12 +309,13 @@ class Trainer:
             if self.global_step % cfg.log_every == 0 or last:
                 mean = torch.stack(window).mean().item()  # the only sync, once per log row
                 if not math.isfinite(mean):
-                    raise FloatingPointError(
-                        f"loss became {mean} at step {self.global_step}; lower lr or check the data")
+                    raise self._non_finite(mean)
                 self.history.append({"step": self.global_step, "epoch": epoch + 1, "loss": mean,
                                      "lr": scheduler.get_last_lr()[0], "eval_loss": float("nan")})
                 bar.set_postfix(loss=f"{mean:.3f}")
                 window = []
+            if cfg.save_steps and self.global_step % cfg.save_steps == 0 and not last:
+                self._checkpoint(epoch, i + 1, window)
         bar.close()
 
     @torch.no_grad()
