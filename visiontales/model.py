@@ -163,12 +163,17 @@ class StoryModel(nn.Module):
         return self.mapper(standardized.to(self.feature_mean.dtype))
 
     def forward(self, features: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor, labels: torch.Tensor | None = None):
+                attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                loss_only: bool = False):
         """Causal-LM output for ``[prefix][prompt + text + EOS]``; loss when labels given.
 
         ``features``: (B, N, D); ``input_ids``/``attention_mask``/``labels``: (B, T) from
         :func:`visiontales.tokens.collate` (labels -100 on prompt and padding).
+        ``loss_only=True`` returns :meth:`loss` (the training path; through ``forward`` so
+        DistributedDataParallel sees the call).
         """
+        if loss_only:
+            return self.loss(features, input_ids, attention_mask, labels)
         prefix = self.prefix_embeddings(features)  # (B, P, E)
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
         batch, plen = prefix.shape[:2]

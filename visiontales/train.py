@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+from . import distributed
 from .precision import autocast, resolve_precision
 from .tokens import collate, encode_targets
 from .utils import resolve_device, seed_everything
@@ -123,7 +124,8 @@ class Trainer:
         self.eval_dataset = eval_dataset
         self.config = config or TrainingConfig()
         self.rl = rl  # callable (model, batch, rows) -> RL loss tensor, e.g. visiontales.rl.SelfCritical
-        self.device = resolve_device(self.config.device)
+        self.device = distributed.init(self.config.device) or resolve_device(self.config.device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
         self.history: list[dict] = []
         self.global_step = 0
         self.epoch = 0
@@ -141,7 +143,11 @@ class Trainer:
         sequences = [list(p) for p in frame["image_paths"]]
         if any(not s for s in sequences):
             raise ValueError("every example needs at least one image path")
-        flat = self.model.encode_images([p for seq in sequences for p in seq]).to(self.device)
+        paths = [p for seq in sequences for p in seq]
+        if self.world > 1:  # each rank encodes its share into the shared cache, then all read it
+            self.model.image_encoder().precompute(paths, shard_index=self.rank, num_shards=self.world)
+            distributed.barrier()
+        flat = self.model.encode_images(paths).to(self.device)
         features = list(flat.split([len(s) for s in sequences]))
         if "instruction" in frame.columns:
             prompts = [self.model.prompt_ids(t or None) for t in frame["instruction"]]
@@ -152,7 +158,7 @@ class Trainer:
         return {"features": features, "examples": examples}
 
     def _batches(self, data: dict, shuffle: bool, epoch: int):
-        n, bs = len(data["examples"]), self.config.batch_size
+        n, bs = len(data["examples"]), self.config.batch_size * (self.world if shuffle else 1)
         gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         # one generator per epoch, seeded from (seed, epoch): a resumed run sees the same order
         order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
@@ -167,10 +173,15 @@ class Trainer:
         else:
             batches = _chunks(order, bs)
         for idx in batches:
+            share = True
+            if shuffle and self.world > 1:  # same global batches as one process; this rank's share
+                idx = idx[self.rank * self.config.batch_size:(self.rank + 1) * self.config.batch_size]
+                if not idx:  # a short last batch: every rank must step, this one with weight 0
+                    idx, share = batches[0][:1], False
             batch = collate([data["examples"][i] for i in idx], self.model.tokenizer.eos_token_id)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             batch["features"] = torch.stack([data["features"][i] for i in idx])
-            batch["index"] = torch.tensor(idx)
+            batch["index"] = torch.tensor(idx if share else [-1])
             yield batch
 
     def _optimizer(self):
@@ -211,9 +222,15 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
         self._autocast_dtype = resolve_precision(cfg.precision, self.device)
-        self._loss = torch.compile(model.loss) if cfg.compile else model.loss
+        step_model = model
+        if self.world > 1:  # gradients all-reduced by DDP; CLIP (frozen) is not part of it
+            step_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        step_model = torch.compile(step_model) if cfg.compile else step_model
+        self._loss = lambda **batch: step_model(**batch, loss_only=True)
         optimizer = self._optimizer()
-        steps_per_epoch = math.ceil(len(self.train_dataset) / cfg.batch_size / cfg.grad_accum_steps)
+        global_batch = cfg.batch_size * self.world
+        steps_per_epoch = math.ceil(len(self.train_dataset) / global_batch / cfg.grad_accum_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
         start_epoch, start_batch, window, rng_state = 0, 0, [], None
         if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
@@ -247,11 +264,13 @@ class Trainer:
                     self.history[-1].update(self.evaluate_metrics())
                 if cfg.best_metric:
                     self._keep_best(self.history[-1])
-            if cfg.num_samples and self.eval_dataset is not None and len(self.eval_dataset):
+            if cfg.num_samples and self.eval_dataset is not None and len(self.eval_dataset) and self.rank == 0:
                 self._print_samples(epoch)
             if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
                 self._checkpoint(epoch + 1, 0, [])
-        model.save_pretrained(Path(cfg.output_dir) / "final")
+        if self.rank == 0:
+            model.save_pretrained(Path(cfg.output_dir) / "final")
+        distributed.barrier()
         return self.history_frame()
 
     def _checkpoint(self, epoch: int, batch: int, window: list[torch.Tensor]) -> Path:
@@ -263,6 +282,8 @@ class Trainer:
         if not bool(torch.stack([torch.isfinite(p).all() for p in trainable]).all()):
             raise self._non_finite(float("nan"))  # the last step blew up the weights themselves
         optimizer, scheduler = self._optim
+        if self.rank > 0:  # rank 0 writes; the weights are the same everywhere
+            return Path(self.config.output_dir)
         path = save_training_state(
             Path(self.config.output_dir) / f"checkpoint-step{self.global_step}", self.model,
             optimizer, scheduler, epoch, self.global_step, self.history, asdict(self.config),
@@ -282,7 +303,7 @@ class Trainer:
         model.train()
         batches = list(self._batches(data, shuffle=True, epoch=epoch))
         bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not cfg.progress or self.rank > 0, leave=False)
         window = list(window or [])  # losses since the last history row, kept on device
         for i in range(start_batch, len(batches)):  # a resumed epoch skips what it had done
             batch = batches[i]
@@ -293,8 +314,17 @@ class Trainer:
                     # seed 000, eq. 4: L = L_NLL + lambda * L_RL
                     rows = self.train_dataset.frame.iloc[index.tolist()]
                     loss = loss + cfg.rl_weight * self.rl(model, batch, rows)
+            if self.world > 1:
+                # weight by target tokens so N ranks reproduce the one-process mean over the
+                # global batch (DDP averages gradients, hence the factor world)
+                tokens = (batch["labels"] != -100).sum().to(loss.dtype) * (index[0] >= 0)
+                totals = distributed.all_reduce_sum(torch.stack([loss.detach() * tokens, tokens]))
+                logged = totals[0] / totals[1]
+                loss = loss * tokens * self.world / totals[1]
+            else:
+                logged = loss.detach()
             (loss / cfg.grad_accum_steps).backward()
-            window.append(loss.detach())
+            window.append(logged)
             bar.update(1)
             last = i + 1 == len(batches)
             if (i + 1) % cfg.grad_accum_steps and not last:
@@ -361,7 +391,8 @@ class Trainer:
             return
         if self.best_value is None or (value < self.best_value if name == "eval_loss" else value > self.best_value):
             self.best_value, self.best_epoch = value, row["epoch"]
-            self.model.save_pretrained(Path(self.config.output_dir) / "best")
+            if self.rank == 0:
+                self.model.save_pretrained(Path(self.config.output_dir) / "best")
 
     def _print_samples(self, epoch: int) -> None:
         frame = self.eval_dataset.frame.head(self.config.num_samples)
