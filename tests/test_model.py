@@ -129,3 +129,16 @@ def test_fast_loss_equals_the_full_forward_loss(model, data):
     batch = _batch(model, data)
     with torch.no_grad():
         assert torch.allclose(model.loss(**batch), model(**batch).loss, atol=1e-5)
+
+
+def test_a_tampered_config_is_refused(model, tmp_path):
+    import json
+    folder = model.save_pretrained(tmp_path / "m")
+    config = json.loads((folder / "visiontales_config.json").read_text())
+    config["visiontales"]["prefix_length"] = "ten"
+    (folder / "visiontales_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="wrong type"):
+        vt.StoryModel.from_pretrained(folder)
+    (folder / "visiontales_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        vt.StoryModel.from_pretrained(folder)

@@ -226,8 +226,9 @@ class ImageEncoder:
         each writes its own cache shard, and every reader then sees them all.
         """
         keys = {file_key(p): str(p) for p in paths}
-        cached = self.cache.get(list(keys))
-        todo = [k for k in keys if k not in cached][shard_index::num_shards]
+        mine = list(keys)[shard_index::num_shards]  # by position in paths, never by what is cached
+        cached = self.cache.get(mine)                # (another rank may have written already)
+        todo = [k for k in mine if k not in cached]
         fresh = self._encode_files([keys[k] for k in todo])
         self.cache.put({k: fresh[keys[k]] for k in todo})
         return len(todo)

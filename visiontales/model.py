@@ -325,6 +325,11 @@ class StoryModel(nn.Module):
         unknown = set(raw) - set(known)
         if unknown:
             raise ValueError(f"{directory / CONFIG_NAME}: unknown field(s) {sorted(unknown)}")
+        expected = {"clip": str, "clip_pretrained": (str, type(None)), "lm": str, "prefix": str,
+                    "prefix_length": int, "prompt": str, "max_images": int, "extra": dict}
+        wrong = [k for k, kind in expected.items() if k in raw and not isinstance(raw[k], kind)]
+        if wrong:
+            raise ValueError(f"{directory / CONFIG_NAME}: field(s) {wrong} have the wrong type")
         config = StoryModelConfig(**raw)
         if (directory / "clip" / "open_clip_config.json").is_file():
             clip_model, preprocess = loading.load_clip(f"local-dir:{directory / 'clip'}", None)
