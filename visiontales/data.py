@@ -412,7 +412,7 @@ def load_vist(annotations: PathLike, images: PathLike, seq_len: int = 3, stride:
     stories: dict[str, list[dict[str, Any]]] = {}
     for storylet in _storylets(annotations, data):
         stories.setdefault(storylet["story_id"], []).append(storylet)
-    labels = {str(a["id"]): str(a.get("vist_label") or "") for a in data.get("albums") or []
+    labels = {str(a["id"]): str(a.get("vist_label") or "") for a in (data.get("albums") if isinstance(data.get("albums"), list) else [])
               if isinstance(a, dict) and "id" in a}
 
     skipped: list[tuple[str, int, str]] = []
