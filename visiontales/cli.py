@@ -51,7 +51,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict | None = None)
             g.add_argument(flag, type=kind, default=default, help=f"(default: {default})")
 
 
-def _config_from(args, defaults: dict | None = None):
+def _config_from(args):
     from .train import TrainingConfig
     return TrainingConfig(**{f.name: getattr(args, f.name) for f in fields(TrainingConfig)})
 
