@@ -2,7 +2,7 @@
 
     python examples/ablation.py            # about 5.5 minutes on 2 CPU cores
     python examples/ablation.py --quick    # under a minute: a smoke run, its numbers mean little
-    python examples/ablation.py --epochs 20 --rl-epochs 2   # slower; the tiny models ground objects
+    python examples/ablation.py --epochs 20 --rl-epochs 3 --seeds 1 2 3   # mean ± sd, about an hour
     python examples/ablation.py --clip ViT-B-32 --clip-pretrained openai --lm gpt2   # real weights
 
 Every variant starts from the same seed and data and trains ``--epochs`` epochs; the RL term
@@ -98,6 +98,43 @@ def run_variant(name: str, args, train, mixture, val, vocab: list[str]) -> dict[
     return scores
 
 
+def run_seed(args, seed: int, train, val) -> dict[str, dict[str, float]]:
+    """Every variant with one seed (mixture, initialisation, shuffling, sampling)."""
+    args.seed = seed
+    # half story rows, half the five other tasks: the story rows are the whole training set
+    mixture = build_instruction_dataset(train, weights={"story": 5}, max_examples=2 * len(train),
+                                        seed=seed)
+    vocab = list(mixture.texts) + list(mixture.frame["instruction"])  # one tokenizer for all
+    # encode every photo once up front, so the first variant's time is not the encoder's
+    make_model(args, vocab, "sequence").encode_images(train.image_paths + val.image_paths)
+    print(f"seed {seed}: train {len(train)} windows, mixture {len(mixture)} rows "
+          f"{mixture.frame['task'].value_counts().to_dict()}; val {len(val)} windows", flush=True)
+    results = {}
+    for name in VARIANTS:
+        start = time.time()
+        results[name] = run_variant(name, args, train, mixture, val, vocab)
+        print(f"  {name}: {time.time() - start:.0f} s  " +
+              "  ".join(f"{m} {results[name].get(m, float('nan')):.1f}" for m in METRICS), flush=True)
+    return results
+
+
+def print_table(per_seed: list[dict[str, dict[str, float]]]) -> None:
+    """One row per variant: the value, or mean ± sample standard deviation over seeds."""
+    print(f"{'Model variant':<24}" + "".join(f"{m:>15}" for m in METRICS))
+    for name in VARIANTS:
+        cells = []
+        for m in METRICS:
+            values = torch.tensor([r[name].get(m, float("nan")) for r in per_seed], dtype=torch.float64)
+            if values.isnan().all():
+                cell = "n/a"
+            elif len(values) == 1:
+                cell = f"{values.mean():.1f}"
+            else:
+                cell = f"{values.mean():.1f} ± {values.std():.1f}"
+            cells.append(f"{cell:>15}")
+        print(f"{name:<24}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke run on a subset")
@@ -107,7 +144,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48, help="RL samples and val stories")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42],
+                        help="one run of every variant per seed; several give mean ± sd")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (tiny models: 1 is fastest, more contend)")
     parser.add_argument("--lm", default="tiny", help='"tiny" (offline) or a GPT-2 name/folder')
@@ -122,29 +160,14 @@ def main() -> None:
     if args.quick:
         train, val = train.select(range(48)), val.select(range(15))
         args.epochs, args.rl_epochs, args.max_new_tokens = 2, 1, 16
-    # half story rows, half the five other tasks: the story rows are the whole training set
-    mixture = build_instruction_dataset(train, weights={"story": 5}, max_examples=2 * len(train),
-                                        seed=args.seed)
-    vocab = list(mixture.texts) + list(mixture.frame["instruction"])  # one tokenizer for all
-    # encode every photo once up front: a cold feature cache draws random numbers (DataLoader
-    # seeds) inside Trainer.train, and the first variant would otherwise see another stream
-    make_model(args, vocab, "sequence").encode_images(train.image_paths + val.image_paths)
-    print(f"train: {len(train)} windows, mixture: {len(mixture)} rows "
-          f"{mixture.frame['task'].value_counts().to_dict()}; val: {len(val)} windows")
-
-    results = {}
-    for name in VARIANTS:
-        start = time.time()
-        results[name] = run_variant(name, args, train, mixture, val, vocab)
-        print(f"{name}: {time.time() - start:.0f} s", flush=True)
+    per_seed = [run_seed(args, seed, train, val) for seed in args.seeds]
 
     model_desc = "tiny models" if args.lm == "tiny" else f"{args.clip} + {args.lm}"
+    seeds = f"seed {args.seeds[0]}" if len(args.seeds) == 1 else f"mean ± sd over seeds {args.seeds}"
     print(f"\nAblation (sample data, {model_desc}{', --quick' if args.quick else ''}; "
-          f"{args.epochs} epochs, RL in the last {args.rl_epochs}; val split, greedy, x100)")
-    print(f"{'Model variant':<24}" + "".join(f"{m:>13}" for m in METRICS))
-    for name, scores in results.items():
-        print(f"{name:<24}" + "".join(f"{scores.get(m, float('nan')):>13.1f}" for m in METRICS))
-    chance = [scores["chance"] for scores in results.values()]
+          f"{args.epochs} epochs, RL in the last {args.rl_epochs}; val split, greedy, x100; {seeds})")
+    print_table(per_seed)
+    chance = [scores["chance"] for results in per_seed for scores in results.values()]
     print(f"object acc. at chance (the same stories against other windows' photos): "
           f"{min(chance):.1f} to {max(chance):.1f}")
     if args.quick:

@@ -43,6 +43,16 @@ def test_second_run_reads_the_cache(encoder, tmp_path):
     assert torch.equal(again, first[:3])             # cold and warm runs agree exactly
 
 
+def test_encoding_leaves_the_global_random_stream_alone(encoder, tmp_path):
+    """A seeded training run must not depend on whether the feature cache was warm."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    encoder.encode(_images(tmp_path))                # cold: CLIP runs through a DataLoader
+    assert sum(encoder.calls) == 3
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_changed_file_is_encoded_again(encoder, tmp_path):
     paths = _images(tmp_path)
     before = encoder.encode(paths)

@@ -158,6 +158,36 @@ def test_grounding_judge_and_weighted_rewards(model, rows):
         JudgeReward(LengthJudge(), "fun")
 
 
+def test_trainer_logs_the_rewards_from_rl_start_epoch_on(tmp_path):
+    train = vt.sample_dataset("train").select(range(8))
+    model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
+    model.progress = False
+    seen = []  # (sample reward, greedy reward) per step, in calling order
+
+    def counting(stories, rows):
+        reward = torch.tensor([float(len(s.split()) % 3) for s in stories])
+        if len(seen) and len(seen[-1]) == 1:
+            seen[-1].append(reward.mean().item())
+        else:
+            seen.append([reward.mean().item()])
+        return reward
+
+    config = vt.TrainingConfig(lr=1e-3, batch_size=2, epochs=2, log_every=2, rl_weight=0.5, rl_start_epoch=1,
+                               progress=False, num_samples=0, save_every=0, output_dir=str(tmp_path))
+    trainer = vt.Trainer(model, train, config=config, rl=SelfCritical(counting, max_new_tokens=8))
+    history = trainer.train()
+    assert {"reward_sample", "reward_greedy"} <= set(history.columns)
+    first, second = history[history["epoch"] == 1], history[history["epoch"] == 2]
+    assert first["reward_sample"].isna().all()          # no RL before rl_start_epoch
+    assert len(seen) == 4 and len(second) == 2           # 4 RL steps, 2 per history row
+    expected = [[(seen[0][j] + seen[1][j]) / 2, (seen[2][j] + seen[3][j]) / 2] for j in (0, 1)]
+    assert second["reward_sample"].tolist() == pytest.approx(expected[0])
+    assert second["reward_greedy"].tolist() == pytest.approx(expected[1])
+    fig = trainer.plot_history()
+    assert len(fig.axes) == 2                           # loss, and the rewards on their own axis
+    assert {line.get_label() for line in fig.axes[1].lines} == {"reward, sampled", "reward, greedy (baseline)"}
+
+
 def test_rl_with_a_toy_reward_raises_it_on_held_out_photos(tmp_path):
     """NLL first; then NLL + 0.5 * RL with the reward "says balloon" vs NLL only, from the same start."""
     train = vt.sample_dataset("train").select(range(160))

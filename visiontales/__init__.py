@@ -10,8 +10,11 @@ VIST stories. Quickstart, offline::
     print(model.generate([list(train[0]["image_paths"])])[0])
 """
 from .data import StoryDataset, load_vist, sample_dataset
+from .instructions import (INSTRUCTIONS, TASKS, InstructionDataset, build_instruction_dataset,
+                           instruction_prompt)
 from .loading import WeightsUnavailableError
 from .model import StoryModel, StoryModelConfig
+from .rl import CiderReward, GroundingReward, JudgeReward, SelfCritical, WeightedReward
 from .train import Trainer, TrainingConfig
 
 __version__ = "0.1.0"
@@ -20,5 +23,7 @@ __all__ = [
     "StoryDataset", "load_vist", "sample_dataset",
     "StoryModel", "StoryModelConfig", "WeightsUnavailableError",
     "Trainer", "TrainingConfig",
+    "INSTRUCTIONS", "TASKS", "InstructionDataset", "build_instruction_dataset", "instruction_prompt",
+    "SelfCritical", "CiderReward", "GroundingReward", "JudgeReward", "WeightedReward",
     "__version__",
 ]

@@ -209,7 +209,10 @@ class ImageEncoder:
         loader = torch.utils.data.DataLoader(
             _ImageFiles(paths, self.preprocess, self.load_image), batch_size=self.batch_size,
             num_workers=self.num_workers, persistent_workers=False,
-            pin_memory=next(self.clip.parameters()).is_cuda)
+            pin_memory=next(self.clip.parameters()).is_cuda,
+            # its own generator: a DataLoader draws a base seed, and from the global RNG that
+            # would make a seeded training run depend on whether the feature cache was warm
+            generator=torch.Generator())
         out: list[torch.Tensor] = []
         with tqdm(total=len(paths), desc="encoding images", unit="img",
                   disable=not self.progress or not paths) as bar:

@@ -212,6 +212,9 @@ class StoryModel(nn.Module):
         Greedy by default; ``num_beams > 1`` for beam search, ``do_sample=True`` for
         nucleus sampling (``top_p``, ``temperature``; ``seed`` makes it repeatable).
         Batched, with GPT-2's KV cache; stops at EOS, but not before ``min_new_tokens``.
+        ``prompt`` replaces the model's prompt (``None``: ``config.prompt``; ``""``: none):
+        a model trained on an instruction mixture captions, continues or tells as asked,
+        e.g. ``prompt=visiontales.instruction_prompt("caption")`` with one photo per sequence.
         """
         if isinstance(image_sequences, (str, bytes)) or not all(
                 isinstance(s, (list, tuple)) for s in image_sequences):

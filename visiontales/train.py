@@ -95,6 +95,16 @@ def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int
     return [batches[i] for i in perm]
 
 
+def _mean_stats(rows: list[dict]) -> dict[str, float]:
+    """Mean of each numeric key over ``rows`` (the RL stats of the steps of one history row).
+
+    >>> _mean_stats([{"reward_sample": 1.0}, {"reward_sample": 3.0}])
+    {'reward_sample': 2.0}
+    """
+    keys = sorted({k for row in rows for k, v in row.items() if isinstance(v, (int, float))})
+    return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+
+
 def _chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -233,6 +243,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_dataset) / global_batch / cfg.grad_accum_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
         start_epoch, start_batch, window, rng_state = 0, 0, [], None
+        self._rewards: list[dict] = []  # the RL step's stats (rl.last_stats) since the last row
         if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
             path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
             if path is None:
@@ -241,6 +252,7 @@ class Trainer:
             start_epoch, self.global_step, self.history = state["epoch"], state["step"], state["history"]
             start_batch, rng_state = state.get("batch", 0), state["rng"]
             window = [torch.tensor(v, device=self.device) for v in state.get("window", [])]
+            self._rewards = state.get("rewards", [])
             if cfg.best_metric:  # the best so far is in the history; output_dir/best already holds it
                 seen = [r[cfg.best_metric] for r in self.history
                         if math.isfinite(r.get(cfg.best_metric, float("nan")))]
@@ -287,7 +299,7 @@ class Trainer:
         path = save_training_state(
             Path(self.config.output_dir) / f"checkpoint-step{self.global_step}", self.model,
             optimizer, scheduler, epoch, self.global_step, self.history, asdict(self.config),
-            extra={"batch": batch, "window": losses})
+            extra={"batch": batch, "window": losses, "rewards": self._rewards})
         prune_checkpoints(self.config.output_dir, keep=self.config.keep_checkpoints)
         return path
 
@@ -314,6 +326,7 @@ class Trainer:
                     # seed 000, eq. 4: L = L_NLL + lambda * L_RL
                     rows = self.train_dataset.frame.iloc[index.tolist()]
                     loss = loss + cfg.rl_weight * self.rl(model, batch, rows)
+                    self._rewards.append(dict(getattr(self.rl, "last_stats", {})))
             if self.world > 1:
                 # weight by target tokens so N ranks reproduce the one-process mean over the
                 # global batch (DDP averages gradients, hence the factor world)
@@ -340,10 +353,12 @@ class Trainer:
                 mean = torch.stack(window).mean().item()  # the only sync, once per log row
                 if not math.isfinite(mean):
                     raise self._non_finite(mean)
-                self.history.append({"step": self.global_step, "epoch": epoch + 1, "loss": mean,
-                                     "lr": scheduler.get_last_lr()[0], "eval_loss": float("nan")})
+                row = {"step": self.global_step, "epoch": epoch + 1, "loss": mean,
+                       "lr": scheduler.get_last_lr()[0], "eval_loss": float("nan")}
+                row.update(_mean_stats(self._rewards))
+                self.history.append(row)
                 bar.set_postfix(loss=f"{mean:.3f}")
-                window = []
+                window, self._rewards = [], []
             if cfg.save_steps and self.global_step % cfg.save_steps == 0 and not last:
                 self._checkpoint(epoch, i + 1, window)
         bar.close()
@@ -403,7 +418,14 @@ class Trainer:
 
     # ---- results -------------------------------------------------------------------
     def history_frame(self) -> pd.DataFrame:
+        """One row per ``log_every`` steps; eval columns at epoch ends; RL rewards when on.
+
+        With ``Trainer(rl=SelfCritical(...))`` the columns ``reward_sample`` and
+        ``reward_greedy`` are the mean rewards of the sampled and the greedy (baseline)
+        stories over the row's steps (NaN before ``rl_start_epoch``); under DDP, rank 0's.
+        """
         columns = ["step", "epoch", "loss", "lr", "eval_loss", *self.config.eval_metrics]
+        columns += sorted({k for row in self.history for k in row} - set(columns))
         return pd.DataFrame(self.history, columns=columns)
 
     def plot_history(self, ax=None):
@@ -422,6 +444,17 @@ class Trainer:
         ax.set_ylabel("cross-entropy per token")
         ax.set_title("visiontales training")
         ax.grid(alpha=0.3)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        if "reward_sample" in frame.columns:  # the RL step: what the reward did, on its own scale
+            rl_rows = frame.dropna(subset=["reward_sample"])
+            twin = ax.twinx()
+            twin.plot(rl_rows["step"], rl_rows["reward_sample"], color="tab:green", alpha=0.7,
+                      label="reward, sampled")
+            twin.plot(rl_rows["step"], rl_rows["reward_greedy"], color="tab:red", alpha=0.7,
+                      label="reward, greedy (baseline)")
+            twin.set_ylabel("reward")
+            more = twin.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        ax.legend(handles, labels)
         fig.tight_layout()
         return fig
