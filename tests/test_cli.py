@@ -63,3 +63,22 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "visiontales model folder" in out.stderr
     out = run("train", "--tiny", "--annotations", str(tmp_path / "missing.json"), "--images", str(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "missing.json" in out.stderr
+
+
+def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path):
+    trained = run("train", "--tiny", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--num-samples", "0",
+                  "--prefix", "sequence", "--tasks", "story=2", "caption", "--mixture-size", "48",
+                  "--rl-weight", "0.5", "--rl-start-epoch", "1", "--rl-max-new-tokens", "8",
+                  "--output-dir", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "instruction mixture: 48 rows {'story': 32, 'caption': 16}" in trained.stdout
+    history = __import__("pandas").read_csv(tmp_path / "run" / "history.csv")
+    assert history.loc[history["epoch"] == 1, "reward_sample"].isna().all()
+    assert history.loc[history["epoch"] == 2, "reward_sample"].notna().all()   # the RL step ran
+    photo = vt.sample_dataset("val")[0]["image_paths"][0]
+    gen = run("generate", "--model", str(tmp_path / "run" / "final"), photo, "--task", "caption",
+              "--json", "--max-new-tokens", "8")
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    assert json.loads(gen.stdout.strip().splitlines()[-1])["images"] == [photo]
+    bad = run("train", "--tiny", "--tasks", "poems", "--output-dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "unknown task 'poems'" in bad.stderr and "Traceback" not in bad.stderr

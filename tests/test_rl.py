@@ -237,3 +237,10 @@ def test_ablation_example_runs_offline_quick(tmp_path):
 
 def test_docstring_examples_run():
     assert doctest.testmod(rl_module).failed == 0
+
+
+def test_rl_weight_without_an_rl_step_is_refused(tmp_path):
+    train = vt.sample_dataset("train").select(range(4))
+    model = vt.StoryModel.tiny(vocab_from=train)
+    with pytest.raises(ValueError, match="rl_weight > 0 needs the RL step"):
+        vt.Trainer(model, train, config=vt.TrainingConfig(rl_weight=0.5, output_dir=str(tmp_path)))

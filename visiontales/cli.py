@@ -61,11 +61,44 @@ def _build_model(args, train_data):
     if args.init:
         return StoryModel.from_pretrained(args.init)
     if args.tiny:
-        return StoryModel.tiny(vocab_from=train_data, prefix=args.prefix,
+        vocab = list(train_data.texts)
+        if "instruction" in train_data.frame.columns:  # the tiny tokenizer learns the instructions too
+            vocab += sorted(set(train_data.frame["instruction"]) - {""})
+        return StoryModel.tiny(vocab_from=vocab, prefix=args.prefix,
                                prefix_length=args.prefix_length or 4)
     return StoryModel.from_components(clip=args.clip, clip_pretrained=args.clip_pretrained,
                                       lm=args.lm, prefix=args.prefix,
                                       prefix_length=args.prefix_length or 10)
+
+
+def parse_tasks(specs: list[str]) -> dict[str, float]:
+    """``["story=5", "caption"]`` -> ``{"story": 5.0, "caption": 1.0}``; ``["all"]``: every task.
+
+    >>> parse_tasks(["story=5", "caption"])
+    {'story': 5.0, 'caption': 1.0}
+    """
+    from .instructions import TASKS
+    if specs == ["all"]:
+        return {task: 1.0 for task in TASKS}
+    weights = {}
+    for spec in specs:
+        task, _, weight = spec.partition("=")
+        if task not in TASKS:
+            raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)} or 'all'")
+        try:
+            weights[task] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"--tasks: weight of {task!r} must be a number, got {weight!r}") from None
+    return weights
+
+
+def _build_rl(args, train, model):
+    """The self-critical step of ``--rl-reward`` (None unless ``--rl-weight`` > 0)."""
+    if args.rl_weight <= 0:
+        return None
+    from .rl import CiderReward, GroundingReward, SelfCritical
+    reward = CiderReward(train) if args.rl_reward == "cider" else GroundingReward(model)
+    return SelfCritical(reward, max_new_tokens=args.rl_max_new_tokens)
 
 
 def cmd_train(args) -> int:
@@ -78,9 +111,15 @@ def cmd_train(args) -> int:
     else:
         train, val = sample_dataset("train", seq_len=args.seq_len), sample_dataset("val", seq_len=args.seq_len)
     print(f"train: {train!r}" + (f"\nval:   {val!r}" if val is not None else ""))
+    if args.tasks:  # seed 000: the windows become a mixture of instruction examples
+        from .instructions import build_instruction_dataset
+        weights = parse_tasks(args.tasks)
+        train = build_instruction_dataset(train, tasks=list(weights), weights=weights, seed=args.seed,
+                                          max_examples=args.mixture_size)
+        print(f"instruction mixture: {len(train)} rows {train.frame['task'].value_counts().to_dict()}")
     model = _build_model(args, train)
     config = _config_from(args)
-    trainer = Trainer(model, train, val, config)
+    trainer = Trainer(model, train, val, config, rl=_build_rl(args, train, model))
     history = trainer.train(resume_from=args.resume)
     out = Path(config.output_dir)
     history.to_csv(out / "history.csv", index=False)
@@ -112,6 +151,13 @@ def cmd_generate(args) -> int:
     model = StoryModel.from_pretrained(args.model)
     decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
                     top_p=args.top_p, temperature=args.temperature, seed=args.seed)
+    if args.task and args.prompt is not None:
+        raise ValueError("give --task or --prompt, not both")
+    if args.task:
+        from .instructions import instruction_prompt
+        decoding["prompt"] = instruction_prompt(args.task, args.context)
+    elif args.prompt is not None:
+        decoding["prompt"] = args.prompt
     if args.annotations or args.split:
         return _generate_for_dataset(args, model, decoding)
     sequences = _image_sequences(args)
@@ -165,6 +211,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .instructions import TASKS
     parser = argparse.ArgumentParser(
         prog="visiontales", description="Turn a sequence of photos into a short story (VIST; CLIP + GPT-2).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -181,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CKPT", help="checkpoint folder or 'latest'")
     _add_model_args(p)
     _add_training_args(p)
+    g = p.add_argument_group("instruction tasks and the RL step (seed 000)")
+    g.add_argument("--tasks", nargs="+", metavar="TASK[=W]",
+                   help="train on an instruction mixture of these tasks with weights, e.g. "
+                        f"'story=5 caption continuation', or 'all' (tasks: {', '.join(TASKS)})")
+    g.add_argument("--mixture-size", type=int, default=None,
+                   help="rows in the mixture (default: windows x tasks)")
+    g.add_argument("--rl-reward", choices=["cider", "grounding"], default="cider",
+                   help="reward of the self-critical step when --rl-weight > 0: CIDEr-D against the "
+                        "training references, or CLIPScore grounding (default: cider)")
+    g.add_argument("--rl-max-new-tokens", type=int, default=40, help="length of RL samples (default: 40)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="tell stories for image sequences with a saved model")
@@ -194,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass with --sample")
     p.add_argument("--temperature", type=float, default=1.0, help="temperature with --sample")
     p.add_argument("--seed", type=int, default=None, help="seed for --sample")
+    p.add_argument("--task", choices=TASKS,
+                   help="ask a model trained with --tasks for this task (its instruction as prompt)")
+    p.add_argument("--context", default="", help="the story so far (continuation) or the masked "
+                                                 "story (fill_in) for --task")
+    p.add_argument("--prompt", help="a free prompt text instead of the model's ('' for none)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--annotations", help="a VIST SIS json: tell a story for each of its photo sequences")
     p.add_argument("--images-dir", help="image folder for --annotations")

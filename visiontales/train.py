@@ -134,6 +134,9 @@ class Trainer:
         self.eval_dataset = eval_dataset
         self.config = config or TrainingConfig()
         self.rl = rl  # callable (model, batch, rows) -> RL loss tensor, e.g. visiontales.rl.SelfCritical
+        if self.config.rl_weight > 0 and rl is None:
+            raise ValueError("TrainingConfig.rl_weight > 0 needs the RL step: "
+                             "Trainer(..., rl=SelfCritical(CiderReward(train_dataset)))")
         self.device = distributed.init(self.config.device) or resolve_device(self.config.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.history: list[dict] = []
