@@ -82,3 +82,12 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path):
     assert json.loads(gen.stdout.strip().splitlines()[-1])["images"] == [photo]
     bad = run("train", "--tiny", "--tasks", "poems", "--output-dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "unknown task 'poems'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_demo_defaults_are_tiny_settings_or_the_papers_and_given_flags_win(monkeypatch):
+    from visiontales import cli
+    seen = []
+    monkeypatch.setattr(cli, "cmd_demo", lambda args: seen.append((args.lr, args.epochs)) or 0)
+    for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"]):
+        assert cli.main(["demo", *argv]) == 0
+    assert seen == [(1e-3, 30), (5e-5, 7), (1e-3, 7), (1e-3, 3)]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 TINY_DEMO = dict(lr=1e-3, batch_size=8, epochs=30, warmup_steps=20, scheduler="linear",
                  num_samples=0, log_every=5)
+PAPER = dict(lr=5e-5, epochs=7)  # the demo with real weights: the paper's settings
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,24 +32,27 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", metavar="DIR", help="start from a saved model folder instead")
 
 
-def _add_training_args(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+def _add_training_args(p: argparse.ArgumentParser, defaults: dict | None = None,
+                       helps: dict | None = None) -> None:
+    """One flag per TrainingConfig field; ``defaults`` override some (None: decided later)."""
     from .train import TrainingConfig
     g = p.add_argument_group("training (TrainingConfig fields)")
     base = TrainingConfig()
     for f in fields(TrainingConfig):
-        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        typed = getattr(base, f.name)
+        default = (defaults or {}).get(f.name, typed)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                           help=f"(default: {default})")
-        elif isinstance(default, tuple):
+        shown = (helps or {}).get(f.name, f"(default: {default})")
+        if isinstance(typed, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=shown)
+        elif isinstance(typed, tuple):
             g.add_argument(flag, nargs="*", default=default, metavar="NAME",
                            help=f"(default: {' '.join(default) or 'none'})")
-        elif default is None and f.name != "max_grad_norm":
+        elif typed is None and f.name != "max_grad_norm":
             g.add_argument(flag, default=None, help="(default: none)")
         else:
-            kind = float if f.name in ("lr", "weight_decay", "max_grad_norm") else type(default)
-            g.add_argument(flag, type=kind, default=default, help=f"(default: {default})")
+            kind = float if f.name in ("lr", "weight_decay", "max_grad_norm") else type(typed)
+            g.add_argument(flag, type=kind, default=default, help=shown)
 
 
 def _config_from(args):
@@ -270,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--show", type=int, default=5, help="held-out sequences to print")
     p.add_argument("--num-beams", type=int, default=1, help="beam width for the printed stories")
-    _add_training_args(p, defaults={**TINY_DEMO, "output_dir": "runs/demo"})
+    _add_training_args(p, defaults={**TINY_DEMO, "output_dir": "runs/demo", "lr": None, "epochs": None},
+                       helps={name: f"(default: {TINY_DEMO[name]} with --tiny or --init, else the paper's "
+                                    f"{PAPER[name]})" for name in PAPER})
     p.set_defaults(func=cmd_demo)
 
     from .cli_eval import add_commands
@@ -283,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo" and not args.tiny and args.lr == TINY_DEMO["lr"] and not args.init:
-        args.lr, args.epochs = 5e-5, 7  # real weights: the paper's settings
+    if args.command == "demo":  # flags not given: tiny settings, or the paper's for real weights
+        for name in PAPER:
+            if getattr(args, name) is None:
+                setattr(args, name, TINY_DEMO[name] if args.tiny or args.init else PAPER[name])
     try:
         return args.func(args)
     except KeyboardInterrupt:
