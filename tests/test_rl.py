@@ -244,3 +244,5 @@ def test_rl_weight_without_an_rl_step_is_refused(tmp_path):
     model = vt.StoryModel.tiny(vocab_from=train)
     with pytest.raises(ValueError, match="rl_weight > 0 needs the RL step"):
         vt.Trainer(model, train, config=vt.TrainingConfig(rl_weight=0.5, output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="the RL step would never run"):
+        vt.TrainingConfig(rl_weight=0.5, rl_start_epoch=17)   # 7 epochs by default

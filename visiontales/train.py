@@ -1,9 +1,9 @@
-"""Fine-tuning: TrainingConfig (every knob, paper defaults) and the Trainer loop."""
+"""Fine-tuning: the Trainer loop (its knobs are :class:`~visiontales.config.TrainingConfig`)."""
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,67 +11,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 from . import distributed
+from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+from .config import TrainingConfig
 from .precision import autocast, resolve_precision
 from .tokens import collate, encode_targets
 from .utils import resolve_device, seed_everything
-
-
-@dataclass
-class TrainingConfig:
-    """Every training knob with a default; the defaults are the VisionTales paper's.
-
-    >>> TrainingConfig().lr, TrainingConfig().batch_size, TrainingConfig().epochs
-    (5e-05, 1, 7)
-    """
-    lr: float = 5e-5                     # AdamW learning rate (paper: 5e-5)
-    batch_size: int = 1                  # sequences per step (paper: 1)
-    epochs: int = 7                      # passes over the training set (paper: 7)
-    weight_decay: float = 0.0            # AdamW weight decay (not on biases/LayerNorm)
-    warmup_steps: int = 0                # linear warm-up steps
-    scheduler: str = "constant"          # "constant" (paper) or "linear" decay to 0
-    grad_accum_steps: int = 1            # micro-batches per optimiser step
-    max_grad_norm: float | None = 1.0    # gradient clipping; None turns it off
-    freeze_lm: bool = False              # train only the prefix mapper (ClipCap's only_prefix)
-    max_text_tokens: int = 128           # longer stories are truncated, with a warning
-    precision: str = "fp32"              # "auto": bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)
-    group_by_length: bool = False        # batch similar lengths together: less padding
-    compile: bool = False                # torch.compile the loss step (PyTorch 2.x)
-    num_workers: int = 0                 # DataLoader processes decoding images for CLIP
-    seed: int = 42                       # seeds shuffling, dropout and initialisation
-    device: str = "auto"                 # "auto": cuda, then mps, then cpu
-    output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
-    save_every: int = 1                  # checkpoint every N epochs; 0: only the final model
-    save_steps: int = 0                  # also checkpoint every N optimiser steps (mid-epoch)
-    keep_checkpoints: int = 2            # newest checkpoints kept on disk; older ones removed
-    eval_every_epoch: bool = True        # eval loss on eval_dataset after each epoch
-    eval_metrics: tuple = ()             # e.g. ("BLEU-4", "CIDEr"): scored on eval stories each epoch
-    best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
-    num_samples: int = 2                 # eval stories printed after each epoch
-    sample_max_new_tokens: int = 40      # length of those printed samples
-    rl_weight: float = 0.0               # lambda of L = L_NLL + lambda * L_RL (needs Trainer(rl=...))
-    rl_start_epoch: int = 0              # first epoch (0-based) with the reinforcement term
-    log_every: int = 10                  # steps between history rows
-    progress: bool = True                # tqdm bars
-
-    def __post_init__(self):
-        self.eval_metrics = tuple(self.eval_metrics)
-        if self.best_metric and self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
-            raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
-        if self.scheduler not in ("constant", "linear"):
-            raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
-        from .precision import PRECISIONS
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int,
@@ -265,7 +210,7 @@ class Trainer:
         eval_data = self._prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
         if not bool(model.feature_stats_fitted):
             model.fit_feature_stats(torch.cat(train_data["features"]))
-        if rng_state is not None:  # now: preparing data (DataLoaders) draws random numbers too
+        if rng_state is not None:  # after preparing the data: nothing in it can shift the stream
             torch.set_rng_state(rng_state)
         self._optim = (optimizer, scheduler)
         for epoch in range(start_epoch, cfg.epochs):
@@ -432,7 +377,8 @@ class Trainer:
         return pd.DataFrame(self.history, columns=columns)
 
     def plot_history(self, ax=None):
-        """Training loss by step and eval loss at each epoch end; returns the figure."""
+        """Training loss by step, eval loss at each epoch end, RL rewards (when logged) on a
+        second axis; returns the figure."""
         import matplotlib.pyplot as plt
         frame = self.history_frame()
         if ax is None:
@@ -448,13 +394,15 @@ class Trainer:
         ax.set_title("visiontales training")
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        if "reward_sample" in frame.columns:  # the RL step: what the reward did, on its own scale
-            rl_rows = frame.dropna(subset=["reward_sample"])
+        rewards = {"reward_sample": ("tab:green", "reward, sampled"),
+                   "reward_greedy": ("tab:red", "reward, greedy (baseline)")}
+        shown = [name for name in rewards if name in frame.columns and frame[name].notna().any()]
+        if shown:  # the RL step: what the reward did, on its own scale
             twin = ax.twinx()
-            twin.plot(rl_rows["step"], rl_rows["reward_sample"], color="tab:green", alpha=0.7,
-                      label="reward, sampled")
-            twin.plot(rl_rows["step"], rl_rows["reward_greedy"], color="tab:red", alpha=0.7,
-                      label="reward, greedy (baseline)")
+            for name in shown:
+                rows = frame.dropna(subset=[name])
+                color, label = rewards[name]
+                twin.plot(rows["step"], rows[name], color=color, alpha=0.7, label=label)
             twin.set_ylabel("reward")
             more = twin.get_legend_handles_labels()
             handles, labels = handles + more[0], labels + more[1]

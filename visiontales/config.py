@@ -1,0 +1,64 @@
+"""TrainingConfig: every training knob with a default; the defaults are the paper's."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TrainingConfig:
+    """Every training knob with a default; the defaults are the VisionTales paper's.
+
+    >>> TrainingConfig().lr, TrainingConfig().batch_size, TrainingConfig().epochs
+    (5e-05, 1, 7)
+    """
+    lr: float = 5e-5                     # AdamW learning rate (paper: 5e-5)
+    batch_size: int = 1                  # sequences per step (paper: 1)
+    epochs: int = 7                      # passes over the training set (paper: 7)
+    weight_decay: float = 0.0            # AdamW weight decay (not on biases/LayerNorm)
+    warmup_steps: int = 0                # linear warm-up steps
+    scheduler: str = "constant"          # "constant" (paper) or "linear" decay to 0
+    grad_accum_steps: int = 1            # micro-batches per optimiser step
+    max_grad_norm: float | None = 1.0    # gradient clipping; None turns it off
+    freeze_lm: bool = False              # train only the prefix mapper (ClipCap's only_prefix)
+    max_text_tokens: int = 128           # longer stories are truncated, with a warning
+    precision: str = "fp32"              # "auto": bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)
+    group_by_length: bool = False        # batch similar lengths together: less padding
+    compile: bool = False                # torch.compile the loss step (PyTorch 2.x)
+    num_workers: int = 0                 # DataLoader processes decoding images for CLIP
+    seed: int = 42                       # seeds shuffling, dropout and initialisation
+    device: str = "auto"                 # "auto": cuda, then mps, then cpu
+    output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
+    save_every: int = 1                  # checkpoint every N epochs; 0: only the final model
+    save_steps: int = 0                  # also checkpoint every N optimiser steps (mid-epoch)
+    keep_checkpoints: int = 2            # newest checkpoints kept on disk; older ones removed
+    eval_every_epoch: bool = True        # eval loss on eval_dataset after each epoch
+    eval_metrics: tuple = ()             # e.g. ("BLEU-4", "CIDEr"): scored on eval stories each epoch
+    best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
+    num_samples: int = 2                 # eval stories printed after each epoch
+    sample_max_new_tokens: int = 40      # length of those printed samples
+    rl_weight: float = 0.0               # lambda of L = L_NLL + lambda * L_RL (needs Trainer(rl=...))
+    rl_start_epoch: int = 0              # first epoch (0-based) with the reinforcement term
+    log_every: int = 10                  # steps between history rows
+    progress: bool = True                # tqdm bars
+
+    def __post_init__(self):
+        self.eval_metrics = tuple(self.eval_metrics)
+        if self.best_metric and self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
+            raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
+        if self.scheduler not in ("constant", "linear"):
+            raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
+        from .precision import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.rl_weight > 0 and not 0 <= self.rl_start_epoch < self.epochs:
+            raise ValueError(f"rl_start_epoch={self.rl_start_epoch} is not one of the {self.epochs} epochs "
+                             f"(0-based): the RL step would never run")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
