@@ -84,10 +84,42 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path):
     assert bad.returncode == 2 and "unknown task 'poems'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_demo_defaults_are_tiny_settings_or_the_papers_and_given_flags_win(monkeypatch):
-    from visiontales import cli
-    seen = []
-    monkeypatch.setattr(cli, "cmd_demo", lambda args: seen.append((args.lr, args.epochs)) or 0)
-    for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"]):
-        assert cli.main(["demo", *argv]) == 0
+def test_demo_defaults_are_tiny_settings_or_the_papers_and_given_flags_win():
+    from visiontales.cli import build_parser, demo_settings
+    seen = [(a.lr, a.epochs) for a in (demo_settings(build_parser().parse_args(["demo", *argv]))
+                                        for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"]))]
     assert seen == [(1e-3, 30), (5e-5, 7), (1e-3, 7), (1e-3, 3)]
+
+
+def test_generate_task_sets_the_instruction_and_captions_each_photo(tmp_path, monkeypatch, capsys):
+    from visiontales.cli import main, parse_tasks
+    from visiontales.instructions import instruction_prompt
+    train = vt.sample_dataset("train").select(range(4))
+    vt.StoryModel.tiny(vocab_from=train).save_pretrained(tmp_path / "m")
+    calls = []
+
+    def fake_generate(self, sequences, **kw):
+        calls.append((sequences, kw.get("prompt", "<model's own>")))
+        return ["a story ."] * len(sequences)
+    monkeypatch.setattr(vt.StoryModel, "generate", fake_generate)
+    a, b = (str(p) for p in train[0]["image_paths"][:2])
+    model = ["generate", "--model", str(tmp_path / "m")]
+    assert main([*model, a, b, "--task", "caption"]) == 0
+    assert main([*model, a, b, "--task", "continuation", "--context", "we  went out ."]) == 0
+    assert main([*model, a, b, "--prompt", ""]) == 0
+    assert main([*model, a, b]) == 0
+    assert calls == [([[a], [b]], instruction_prompt("caption")),
+                     ([[a, b]], "Continue the story. So far: we went out . Next:"),
+                     ([[a, b]], ""), ([[a, b]], "<model's own>")]
+    capsys.readouterr()
+    nowhere = ["generate", "--model", str(tmp_path / "absent"), a]  # flags are checked before loading
+    for flags, message in ((["--task", "continuation"], "needs --context"),
+                           (["--task", "caption", "--prompt", "x"], "not both"),
+                           (["--task", "caption", "--context", "x"], "--context goes with"),
+                           (["--task", "caption", "--split", "val"], "captions single photos")):
+        assert main([*nowhere, *flags]) == 2
+        assert message in capsys.readouterr().err
+    for specs, message in ((["story", "story=2"], "twice"), (["story=0"], "every weight is 0"),
+                           (["all", "story"], "stands alone"), (["story=x"], "must be a number")):
+        with pytest.raises(ValueError, match=message):
+            parse_tasks(specs)

@@ -87,12 +87,18 @@ def parse_tasks(specs: list[str]) -> dict[str, float]:
     weights = {}
     for spec in specs:
         task, _, weight = spec.partition("=")
+        if task == "all":
+            raise ValueError("--tasks: 'all' stands alone; or name each task with its weight")
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)} or 'all'")
+        if task in weights:
+            raise ValueError(f"--tasks: {task!r} is given twice")
         try:
             weights[task] = float(weight) if weight else 1.0
         except ValueError:
             raise ValueError(f"--tasks: weight of {task!r} must be a number, got {weight!r}") from None
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError("--tasks: every weight is 0, so the mixture would be empty")
     return weights
 
 
@@ -150,21 +156,34 @@ def _image_sequences(args) -> list[list[str]]:
     return [args.images]
 
 
-def cmd_generate(args) -> int:
-    from .model import StoryModel
-    model = StoryModel.from_pretrained(args.model)
-    decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
-                    top_p=args.top_p, temperature=args.temperature, seed=args.seed)
+def _prompt_from(args) -> dict:
+    """``{"prompt": ...}`` from ``--task``/``--context``/``--prompt`` (empty: the model's own)."""
+    from .instructions import INSTRUCTIONS, instruction_prompt
     if args.task and args.prompt is not None:
         raise ValueError("give --task or --prompt, not both")
+    needs_context = bool(args.task) and "{context}" in INSTRUCTIONS[args.task]
+    if needs_context and not args.context.strip():
+        raise ValueError(f"--task {args.task} needs --context (the text it works from)")
+    if args.context and not needs_context:
+        raise ValueError("--context goes with --task continuation or --task fill_in only")
     if args.task:
-        from .instructions import instruction_prompt
-        decoding["prompt"] = instruction_prompt(args.task, args.context)
-    elif args.prompt is not None:
-        decoding["prompt"] = args.prompt
+        return {"prompt": instruction_prompt(args.task, args.context)}
+    return {} if args.prompt is None else {"prompt": args.prompt}
+
+
+def cmd_generate(args) -> int:
+    from .model import StoryModel
+    decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
+                    top_p=args.top_p, temperature=args.temperature, seed=args.seed, **_prompt_from(args))
+    if args.task == "caption" and (args.annotations or args.split):
+        raise ValueError("--task caption captions single photos; a prediction file holds one story "
+                         "per photo sequence")
+    model = StoryModel.from_pretrained(args.model)
     if args.annotations or args.split:
         return _generate_for_dataset(args, model, decoding)
     sequences = _image_sequences(args)
+    if args.task == "caption":  # a caption is of one photo: every image on its own
+        sequences = [[image] for seq in sequences for image in seq]
     stories = model.generate(sequences, **decoding)
     for seq, story in zip(sequences, stories):
         if args.json:
@@ -192,9 +211,18 @@ def _generate_for_dataset(args, model, decoding) -> int:
     return 0
 
 
+def demo_settings(args):
+    """Fill ``--lr``/``--epochs`` not given: tiny settings (``--tiny``/``--init``), else the paper's."""
+    for name in PAPER:
+        if getattr(args, name) is None:
+            setattr(args, name, TINY_DEMO[name] if args.tiny or args.init else PAPER[name])
+    return args
+
+
 def cmd_demo(args) -> int:
     from .data import sample_dataset
     from .train import Trainer
+    demo_settings(args)
     start = time.perf_counter()
     train, val = sample_dataset("train"), sample_dataset("val")
     print(f"sample data: {len(train)} training windows, {len(val)} held-out windows")
@@ -289,10 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":  # flags not given: tiny settings, or the paper's for real weights
-        for name in PAPER:
-            if getattr(args, name) is None:
-                setattr(args, name, TINY_DEMO[name] if args.tiny or args.init else PAPER[name])
     try:
         return args.func(args)
     except KeyboardInterrupt:
