@@ -262,7 +262,15 @@ class CiderReward:
 class GroundingReward:
     """CLIPScore of each story against its row's images (``model.grounding``, 0 to 2.5).
 
-    >>> # rl = SelfCritical(GroundingReward(model))
+    Meaningful with real CLIP weights (the tiny model's CLIP is random):
+
+    >>> import visiontales as vt
+    >>> val = vt.sample_dataset("val")
+    >>> model = vt.StoryModel.tiny(vocab_from=val)
+    >>> model.progress = False
+    >>> reward = GroundingReward(model)   # then SelfCritical(reward)
+    >>> reward(["a purple balloon .", "a car ."], val.frame.head(2)).shape
+    torch.Size([2])
     """
 
     def __init__(self, model):
@@ -276,10 +284,18 @@ class GroundingReward:
 class JudgeReward:
     """A rubric judge's score (1 to 10) of each story: seed 000's eq. 2 with any judge.
 
-    ``judge`` is a :class:`visiontales.judge.Judge` (e.g. ``OpenAICompatibleJudge``, whose
-    disk cache makes repeated stories free); ``criterion`` one of its ``CRITERIA``.
+    ``judge`` is a :class:`visiontales.judge.Judge`, e.g. ``OpenAICompatibleJudge(url,
+    "qwen2-vl")``, whose disk cache makes repeated stories free; ``criterion`` one of its
+    ``CRITERIA``. With a stand-in judge that likes long stories:
 
-    >>> # rl = SelfCritical(JudgeReward(OpenAICompatibleJudge(url, "qwen2-vl"), "overall"))
+    >>> from visiontales.judge import Judge, JudgeScores
+    >>> class Wordy(Judge):
+    ...     def score(self, story, images=None, key=None):
+    ...         n = min(10, len(story.split()))
+    ...         return JudgeScores(n, n, n, n)
+    >>> rows = pd.DataFrame({"image_paths": [("a.jpg",), ("b.jpg",)]})
+    >>> JudgeReward(Wordy(), "overall")(["we went to the park .", "fun ."], rows).tolist()
+    [6.0, 2.0]
     """
 
     def __init__(self, judge, criterion: str = "overall"):
