@@ -188,6 +188,29 @@ def test_trainer_logs_the_rewards_from_rl_start_epoch_on(tmp_path):
     assert {line.get_label() for line in fig.axes[1].lines} == {"reward, sampled", "reward, greedy (baseline)"}
 
 
+def test_resuming_mid_row_with_rl_gives_the_same_rewards_and_weights(tmp_path):
+    """A checkpoint inside a history row keeps the pending rewards; sampling resumes exactly."""
+    train = vt.sample_dataset("train").select(range(8))
+
+    def run(name, resume_from=None):
+        model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
+        model.progress = False
+        config = vt.TrainingConfig(lr=1e-3, batch_size=2, epochs=2, log_every=2, save_steps=3, save_every=0,
+                                   keep_checkpoints=10, rl_weight=0.5, progress=False, num_samples=0,
+                                   output_dir=str(tmp_path / name))
+        rl = SelfCritical(lambda stories, rows: torch.tensor([float(len(s.split()) % 4) for s in stories]),
+                          max_new_tokens=6)
+        return model, vt.Trainer(model, train, config=config, rl=rl).train(resume_from=resume_from)
+
+    whole_model, whole = run("whole")
+    # step 3 is inside the row that ends at step 4: its reward is pending when the checkpoint is cut
+    part_model, part = run("part", resume_from=tmp_path / "whole" / "checkpoint-step3")
+    assert whole["reward_sample"].notna().all() and len(whole) == 4
+    pd.testing.assert_frame_equal(part, whole)
+    for a, b in zip(whole_model.state_dict().values(), part_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_rl_with_a_toy_reward_raises_it_on_held_out_photos(tmp_path):
     """NLL first; then NLL + 0.5 * RL with the reward "says balloon" vs NLL only, from the same start."""
     train = vt.sample_dataset("train").select(range(160))
