@@ -2,8 +2,13 @@
 held-out photos show far above chance, and the sequence prefix names them in order.
 
 The shipped sample data names exactly one object per sentence (8 objects), so a story can
-be checked word by word. Chance is measured, not assumed: the same stories scored against
-the objects of other windows.
+be checked word by word. Chance is measured, not assumed: each story scored against the
+objects of every window of another album, averaged.
+
+The margins come from six seeds (0-5) of exactly this training run on an AVX2 machine: the
+sequence prefix scored 0.44 to 0.90 in order (chance 0.12 to 0.16), the mean prefix 0.41 to
+0.52 (chance 0.28 to 0.31, the smallest margin 0.09). A change of hardware or of a random
+stream moves a run within that spread, so the bounds sit below its worst case.
 """
 import pytest
 
@@ -29,10 +34,20 @@ def as_set(stories, truths):
     return hits / sum(len(t) for t in truths)
 
 
+def chance(score, stories, truths, albums):
+    """Mean score of each story against the windows of other albums: what ignoring the photos gets."""
+    total = 0.0
+    for story, album in zip(stories, albums):
+        others = [t for t, a in zip(truths, albums) if a != album]
+        total += sum(score([story], [t]) for t in others) / len(others)
+    return total / len(stories)
+
+
 @pytest.fixture(scope="module")
 def held_out():
     val = vt.sample_dataset("val")
-    return [list(p) for p in val.frame["image_paths"]], [mentions(t) for t in val.frame["text"]]
+    return ([list(p) for p in val.frame["image_paths"]], [mentions(t) for t in val.frame["text"]],
+            list(val.frame["album_id"]))
 
 
 def _train(prefix, tmp_path):
@@ -46,23 +61,22 @@ def _train(prefix, tmp_path):
 
 
 def test_sequence_prefix_names_the_right_objects_in_order(held_out, tmp_path):
-    sequences, truths = held_out
+    sequences, truths, albums = held_out
     stories = _train("sequence", tmp_path).generate(sequences)
-    others = truths[7:] + truths[:7]                   # other windows' objects: chance
-    accuracy, chance = in_order(stories, truths), in_order(stories, others)
+    accuracy, base = in_order(stories, truths), chance(in_order, stories, truths, albums)
     reversed_order = in_order(stories, [t[::-1] for t in truths])
-    print(f"sequence prefix: in-order accuracy {accuracy:.2f}, chance {chance:.2f}, "
+    print(f"sequence prefix: in-order accuracy {accuracy:.2f}, chance {base:.2f}, "
           f"against reversed order {reversed_order:.2f}")
-    assert accuracy >= 0.3 and accuracy >= 2 * chance
+    assert accuracy >= 0.3 and accuracy >= 2 * base
     assert accuracy >= 1.5 * reversed_order          # the order of the photos is followed
 
 
 def test_mean_prefix_names_the_right_objects(held_out, tmp_path):
-    sequences, truths = held_out
+    sequences, truths, albums = held_out
     stories = _train("mean", tmp_path).generate(sequences)
-    others = truths[7:] + truths[:7]
-    accuracy, chance = as_set(stories, truths), as_set(stories, others)
-    print(f"mean prefix: objects named {accuracy:.2f}, chance {chance:.2f}")
+    accuracy, base = as_set(stories, truths), chance(as_set, stories, truths, albums)
+    print(f"mean prefix: objects named {accuracy:.2f}, chance {base:.2f}")
     # averaging three tiny random-CLIP features blurs them: a smaller margin than the sequence
-    # prefix, still well clear of chance (measured 0.44 vs 0.29 on the reference machine)
-    assert accuracy >= 1.3 * chance and accuracy - chance >= 0.08
+    # prefix (0.09 to 0.24 over six seeds). For a model that ignores the photos the binomial
+    # sd of the accuracy over 270 photos is about 0.03, so a margin of 0.07 is not luck.
+    assert accuracy - base >= 0.07 and accuracy >= 1.2 * base
