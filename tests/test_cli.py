@@ -65,7 +65,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "missing.json" in out.stderr
 
 
-def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path):
+def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, capsys):
     trained = run("train", "--tiny", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--num-samples", "0",
                   "--prefix", "sequence", "--tasks", "story=2", "caption", "--mixture-size", "48",
                   "--rl-weight", "0.5", "--rl-start-epoch", "1", "--rl-max-new-tokens", "8",
@@ -82,6 +82,11 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path):
     assert json.loads(gen.stdout.strip().splitlines()[-1])["images"] == [photo]
     bad = run("train", "--tiny", "--tasks", "poems", "--output-dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "unknown task 'poems'" in bad.stderr and "Traceback" not in bad.stderr
+    from visiontales.cli import main
+    for flags, message in ((["--rl-reward", "grounding"], "need --rl-weight > 0"),
+                           (["--mixture-size", "10"], "needs --tasks")):
+        assert main(["train", "--tiny", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_demo_defaults_are_tiny_settings_or_the_papers_and_given_flags_win():

@@ -107,13 +107,24 @@ def _build_rl(args, train, model):
     if args.rl_weight <= 0:
         return None
     from .rl import CiderReward, GroundingReward, SelfCritical
-    reward = CiderReward(train) if args.rl_reward == "cider" else GroundingReward(model)
-    return SelfCritical(reward, max_new_tokens=args.rl_max_new_tokens)
+    reward = GroundingReward(model) if args.rl_reward == "grounding" else CiderReward(train)
+    return SelfCritical(reward, max_new_tokens=args.rl_max_new_tokens or 40)
+
+
+def _check_recipe_flags(args) -> None:
+    """Flags of the instruction/RL recipe that would do nothing are an error, not a no-op."""
+    if args.mixture_size is not None and not args.tasks:
+        raise ValueError("--mixture-size needs --tasks (it sizes the instruction mixture)")
+    given = [flag for flag, value in (("--rl-reward", args.rl_reward), ("--rl-max-new-tokens", args.rl_max_new_tokens))
+             if value is not None]
+    if given and args.rl_weight <= 0:
+        raise ValueError(f"{' and '.join(given)} need --rl-weight > 0 (the RL step is off)")
 
 
 def cmd_train(args) -> int:
     from .data import load_vist, sample_dataset
     from .train import Trainer
+    _check_recipe_flags(args)
     if args.annotations:
         train = load_vist(args.annotations, args.images, seq_len=args.seq_len, stride=args.stride)
         val = (load_vist(args.val_annotations, args.val_images or args.images, seq_len=args.seq_len)
@@ -266,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"'story=5 caption continuation', or 'all' (tasks: {', '.join(TASKS)})")
     g.add_argument("--mixture-size", type=int, default=None,
                    help="rows in the mixture (default: windows x tasks)")
-    g.add_argument("--rl-reward", choices=["cider", "grounding"], default="cider",
+    g.add_argument("--rl-reward", choices=["cider", "grounding"], default=None,
                    help="reward of the self-critical step when --rl-weight > 0: CIDEr-D against the "
                         "training references, or CLIPScore grounding (default: cider)")
-    g.add_argument("--rl-max-new-tokens", type=int, default=40, help="length of RL samples (default: 40)")
+    g.add_argument("--rl-max-new-tokens", type=int, default=None, help="length of RL samples (default: 40)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="tell stories for image sequences with a saved model")
