@@ -174,6 +174,11 @@ class StoryModel(nn.Module):
         """
         if loss_only:
             return self.loss(features, input_ids, attention_mask, labels)
+        embeds, mask, labels = self._inputs(features, input_ids, attention_mask, labels)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+    def _inputs(self, features, input_ids, attention_mask, labels=None):
+        """``[prefix][tokens]`` embeddings ``(B, P+T, E)``, their mask, labels -100 on the prefix."""
         prefix = self.prefix_embeddings(features)  # (B, P, E)
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
         batch, plen = prefix.shape[:2]
@@ -181,7 +186,7 @@ class StoryModel(nn.Module):
         mask = torch.cat([attention_mask.new_ones(batch, plen), attention_mask], dim=1)
         if labels is not None:
             labels = torch.cat([labels.new_full((batch, plen), -100), labels], dim=1)
-        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return embeds, mask, labels
 
     def loss(self, features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              labels: torch.Tensor) -> torch.Tensor:
@@ -190,13 +195,9 @@ class StoryModel(nn.Module):
         The LM head (768 x 50257 for GPT-2) costs about as much per token as the whole
         transformer; prefix, prompt and padding positions carry no loss, so they skip it.
         """
-        prefix = self.prefix_embeddings(features)  # (B, P, E)
-        tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
-        batch, plen = prefix.shape[:2]
-        embeds = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
-        mask = torch.cat([attention_mask.new_ones(batch, plen), attention_mask], dim=1)
+        embeds, mask, targets = self._inputs(features, input_ids, attention_mask, labels)
         hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        targets = torch.cat([labels.new_full((batch, plen), -100), labels], dim=1)[:, 1:]
+        targets = targets[:, 1:]
         keep = targets != -100  # position j predicts token j + 1
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])  # (K, V)
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
@@ -228,7 +229,6 @@ class StoryModel(nn.Module):
         if seed is not None:
             torch.manual_seed(seed)
         prompt_ids = torch.tensor(self.prompt_ids(prompt), dtype=torch.long, device=self.device)
-        eos = self.tokenizer.eos_token_id
         offsets = [0]
         for seq in image_sequences:
             offsets.append(offsets[-1] + len(seq))
@@ -244,22 +244,33 @@ class StoryModel(nn.Module):
                 for start in range(0, len(rows), batch_size):
                     chunk = rows[start:start + batch_size]
                     feats = torch.stack([features[offsets[i]:offsets[i + 1]] for i in chunk])
-                    prefix = self.prefix_embeddings(feats)
-                    prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
-                    embeds = torch.cat([prefix.to(prompt_emb.dtype),
-                                        prompt_emb.expand(len(chunk), -1, -1)], dim=1)
-                    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-                    out = self.lm.generate(
-                        inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                        num_beams=num_beams, do_sample=do_sample, min_new_tokens=min_new_tokens,
-                        top_p=top_p if do_sample else None,
-                        temperature=temperature if do_sample else None,
-                        top_k=0 if do_sample else None,
-                        pad_token_id=eos, eos_token_id=eos, use_cache=True)
+                    out = self.generate_ids(feats, prompt_ids, max_new_tokens, num_beams=num_beams,
+                                            do_sample=do_sample, top_p=top_p, temperature=temperature,
+                                            min_new_tokens=min_new_tokens)
                     for i, ids in zip(chunk, out.tolist()):
                         stories[i] = self._decode(ids)
         self.train(was_training)
         return stories  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def generate_ids(self, features: torch.Tensor, prompt_ids: torch.Tensor, max_new_tokens: int,
+                     num_beams: int = 1, do_sample: bool = False, top_p: float = 1.0,
+                     temperature: float = 1.0, min_new_tokens: int = 0) -> torch.Tensor:
+        """New token ids ``(B, <= max_new_tokens)`` after ``[prefix][prompt]``, EOS-padded.
+
+        The decoding step under :meth:`generate` and the RL step's sampling: ``features``
+        ``(B, N, D)`` already encoded, one ``prompt_ids`` for all rows; GPT-2's KV cache.
+        """
+        prefix = self.prefix_embeddings(features)
+        prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
+        embeds = torch.cat([prefix.to(prompt_emb.dtype), prompt_emb.expand(len(features), -1, -1)], dim=1)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        eos = self.tokenizer.eos_token_id
+        return self.lm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+            num_beams=num_beams, do_sample=do_sample, min_new_tokens=min_new_tokens,
+            top_p=top_p if do_sample else None, temperature=temperature if do_sample else None,
+            top_k=0 if do_sample else None, pad_token_id=eos, eos_token_id=eos, use_cache=True)
 
     def _decode(self, ids: list[int]) -> str:
         eos = self.tokenizer.eos_token_id

@@ -134,17 +134,9 @@ class SelfCritical:
         for i, prompt in enumerate(prompts):
             groups.setdefault(tuple(prompt), []).append(i)
         for prompt, rows in groups.items():
-            prefix = model.prefix_embeddings(features[rows])  # (G, P, E)
-            ids = torch.tensor(prompt, dtype=torch.long, device=prefix.device)
-            prompt_emb = model.lm.get_input_embeddings()(ids)
-            embeds = torch.cat([prefix.to(prompt_emb.dtype),
-                                prompt_emb.expand(len(rows), -1, -1)], dim=1)
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-            generated = model.lm.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=self.max_new_tokens,
-                do_sample=sample, top_p=self.top_p if sample else None,
-                temperature=self.temperature if sample else None, top_k=0 if sample else None,
-                num_beams=1, pad_token_id=eos, eos_token_id=eos, use_cache=True)
+            ids = torch.tensor(prompt, dtype=torch.long, device=features.device)
+            generated = model.generate_ids(features[rows], ids, self.max_new_tokens, do_sample=sample,
+                                           top_p=self.top_p, temperature=self.temperature)
             for i, new in zip(rows, generated.tolist()):
                 out[i] = until_eos(new, eos)
         return out  # type: ignore[return-value]
