@@ -182,7 +182,8 @@ class CiderReward:
     frequency of each n-gram (n = 1..4) is the number of those reference sets that contain
     it, counted once here; ``log(number of sets)`` is the reference length of the idf.
 
-    The score is pycocoevalcap's ``CiderScorer`` (which is CIDEr-D, Vedantam et al. 2015):
+    The score is the formula of pycocoevalcap's ``CiderScorer`` (CIDEr-D, Vedantam et al.
+    2015), computed here because that scorer recomputes the idf from the scored set:
     tf-idf n-gram vectors, the candidate's weights clipped at the reference's, cosine per
     n, a Gaussian length penalty ``exp(-d^2 / (2 sigma^2))`` (``d`` the difference in
     bigram counts, as there), the mean over n and over references, times 10. Only the idf
@@ -210,6 +211,7 @@ class CiderReward:
         for refs in self.references.values():
             self.document_frequency.update({g for ref in refs for g in precook(ref, n)})
         self.ref_len = math.log(len(self.references))
+        self._vectors: dict[tuple, list] = {}  # reference key -> tf-idf vectors, filled on use
 
     def _vector(self, text: str):
         vec = [dict() for _ in range(self.n)]
@@ -224,10 +226,12 @@ class CiderReward:
 
     def score(self, story: str, references: Sequence[str]) -> float:
         """CIDEr-D of one story against ``references`` (both normalised here)."""
+        return self._score(story, [self._vector(normalize_text(ref)) for ref in references])
+
+    def _score(self, story: str, reference_vectors: list) -> float:
         vec, norm, length = self._vector(normalize_text(story))
         total = 0.0
-        for ref in references:
-            vec_ref, norm_ref, length_ref = self._vector(normalize_text(ref))
+        for vec_ref, norm_ref, length_ref in reference_vectors:
             penalty = math.exp(-((length - length_ref) ** 2) / (2 * self.sigma ** 2))
             for k in range(self.n):
                 dot = sum(min(w, vec_ref[k].get(g, 0.0)) * vec_ref[k].get(g, 0.0)
@@ -235,20 +239,24 @@ class CiderReward:
                 if norm[k] and norm_ref[k]:
                     dot /= norm[k] * norm_ref[k]
                 total += dot * penalty / self.n
-        return 10.0 * total / len(references)
-
-    def references_for(self, row) -> list[str]:
-        """The corpus references of ``row`` plus its own text."""
-        refs = list(self.references.get(_references_key(row), []))
-        own = normalize_text(str(row["text"]))
-        return refs if own in refs else refs + [own]
+        return 10.0 * total / len(reference_vectors)
 
     def __call__(self, stories: Sequence[str], rows) -> torch.Tensor:
         frame = _frame(rows)
         if len(frame) != len(stories):
             raise ValueError(f"{len(stories)} stories for {len(frame)} rows")
-        return torch.tensor([self.score(s, self.references_for(row))
+        return torch.tensor([self._score(s, self._reference_vectors(row))
                              for s, (_, row) in zip(stories, frame.iterrows())])
+
+    def _reference_vectors(self, row) -> list:
+        """The row's references as tf-idf vectors: the corpus's (computed once) plus its own text."""
+        key = _references_key(row)
+        if key not in self._vectors:
+            self._vectors[key] = [self._vector(ref) for ref in self.references.get(key, [])]
+        own = normalize_text(str(row["text"]))
+        if own in self.references.get(key, []):
+            return self._vectors[key]
+        return self._vectors[key] + [self._vector(own)]
 
 
 class GroundingReward:
