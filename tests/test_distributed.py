@@ -3,10 +3,8 @@ global batch: same loss curve, same final weights (to float-summation tolerance)
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 from safetensors.torch import load_file
 

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
 SCRIPT = """

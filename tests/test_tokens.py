@@ -1,6 +1,5 @@
 """Label masking, padding and EOS: the rules that make GPT-2 learn to stop."""
 import pytest
-import torch
 
 from visiontales.tokens import IGNORE_INDEX, build_tokenizer, collate, encode_target, encode_targets
 

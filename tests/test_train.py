@@ -1,5 +1,4 @@
 """Trainer: the loss falls, features come from the cache, freezing and resume work."""
-import math
 
 import matplotlib
 import pytest

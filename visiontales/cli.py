@@ -48,11 +48,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict | None = None,
         elif isinstance(typed, tuple):
             g.add_argument(flag, nargs="*", default=default, metavar="NAME",
                            help=f"(default: {' '.join(default) or 'none'})")
-        elif typed is None and f.name != "max_grad_norm":
+        elif typed is None:
             g.add_argument(flag, default=None, help="(default: none)")
         else:
-            kind = float if f.name in ("lr", "weight_decay", "max_grad_norm") else type(typed)
-            g.add_argument(flag, type=kind, default=default, help=shown)
+            g.add_argument(flag, type=type(typed), default=default, help=shown)
 
 
 def _config_from(args):
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, FloatingPointError, TypeError) as err:  # the user can fix these
+    except (ValueError, OSError, FloatingPointError, TypeError, ImportError) as err:  # the user can fix these
         if args.debug:
             raise
         print(f"visiontales {args.command}: error: {err}", file=sys.stderr)

@@ -6,7 +6,6 @@ bottom; :func:`add_commands` registers them on the main parser.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 

@@ -5,17 +5,11 @@ Kept apart from :mod:`visiontales.cli` like :mod:`visiontales.cli_eval`;
 """
 from __future__ import annotations
 
-import sys
-
 
 def cmd_serve(args) -> int:
     from .demo import serve
-    try:
-        serve(model_dir=args.model, tiny=args.tiny, sample=args.sample, port=args.port,
-              host=args.host, open_browser=args.open)
-    except ImportError as err:  # Gradio missing: one line saying what to install
-        print(f"visiontales serve: error: {err}", file=sys.stderr)
-        return 2
+    serve(model_dir=args.model, tiny=args.tiny, sample=args.sample, port=args.port,
+          host=args.host, open_browser=args.open)  # Gradio missing: ImportError, one line from main
     return 0
 
 

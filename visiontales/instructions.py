@@ -167,9 +167,8 @@ def mixture_counts(sizes: Mapping[str, int], weights: Mapping[str, float], total
 # ----------------------------------------------------------------------------- task pools
 
 def _example(row: dict[str, Any], task: str, start: int, stop: int, text: str,
-             instruction: str | None, window: int | None = None) -> dict[str, Any]:
-    return {"story_id": row["story_id"], "album_id": row["album_id"],
-            "window": row["window"] + start if window is None else window,
+             instruction: str | None) -> dict[str, Any]:
+    return {"story_id": row["story_id"], "album_id": row["album_id"], "window": row["window"] + start,
             "photo_ids": tuple(row["photo_ids"][start:stop]),
             "image_paths": tuple(row["image_paths"][start:stop]),
             "sentences": tuple(row["sentences"][start:stop]), "text": text,
@@ -194,7 +193,7 @@ def _caption(row, dii):
 def _continuation(row, dii):
     sentences = row["sentences"]
     return [_example(row, "continuation", 0, k + 1, sentences[k],
-                     instruction_prompt("continuation", " ".join(sentences[:k])), row["window"])
+                     instruction_prompt("continuation", " ".join(sentences[:k])))
             for k in range(1, len(sentences))]
 
 

@@ -26,14 +26,10 @@ import pandas as pd
 import torch
 from pycocoevalcap.cider.cider_scorer import precook
 
-from .evaluate import normalize_text
+from .evaluate import _frame, normalize_text
 from .tokens import IGNORE_INDEX, collate
 
 Reward = Callable[[list, pd.DataFrame], torch.Tensor]
-
-
-def _frame(rows) -> pd.DataFrame:
-    return rows if isinstance(rows, pd.DataFrame) else rows.frame
 
 
 # ----------------------------------------------------------------------------- log-probabilities
