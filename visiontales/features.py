@@ -95,6 +95,10 @@ class FeatureCache:
         self._load()
         return len(self._index)
 
+    def __contains__(self, key: str) -> bool:
+        self._load()
+        return key in self._index
+
     def get(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
         """Return the cached features (float32) of the keys that are present."""
         self._load()
@@ -228,25 +232,28 @@ class ImageEncoder:
         Run it in ``num_shards`` processes (``shard_index`` 0..n-1) to split extraction;
         each writes its own cache shard, and every reader then sees them all.
         """
-        keys = {file_key(p): str(p) for p in paths}
+        return self._precompute({file_key(p): str(p) for p in paths}, shard_index, num_shards)
+
+    def _precompute(self, keys: dict[str, str], shard_index: int = 0, num_shards: int = 1) -> int:
+        """:meth:`precompute` with the file keys already made: ``{file_key: path}``."""
         mine = list(keys)[shard_index::num_shards]  # by position in paths, never by what is cached
-        cached = self.cache.get(mine)                # (another rank may have written already)
-        todo = [k for k in mine if k not in cached]
+        todo = [k for k in mine if k not in self.cache]  # (another rank may have written already)
         fresh = self._encode_files([keys[k] for k in todo])
         self.cache.put({k: fresh[keys[k]] for k in todo})
         return len(todo)
 
     def encode(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Features of ``images`` as a ``(N, D)`` float32 tensor, in the given order."""
-        files = [str(im) for im in images if not isinstance(im, Image.Image)]
-        if files:
-            self.precompute(files)
-        found = self.cache.get([file_key(p) for p in dict.fromkeys(files)])
+        key_of = {p: file_key(p) for p in dict.fromkeys(str(im) for im in images
+                                                         if not isinstance(im, Image.Image))}
+        if key_of:  # each file stat-ed once
+            self._precompute({k: p for p, k in key_of.items()})
+        found = self.cache.get(list(key_of.values()))
         pils = [im for im in images if isinstance(im, Image.Image)]
         pil_feats = {}
         if pils:
             pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in pils])
             pil_feats = {id(im): f for im, f in zip(pils, self._encode_pixels(pixels))}
-        rows = [pil_feats[id(im)] if isinstance(im, Image.Image) else found[file_key(im)]
+        rows = [pil_feats[id(im)] if isinstance(im, Image.Image) else found[key_of[str(im)]]
                 for im in images]
         return torch.stack(rows) if rows else torch.empty(0)
