@@ -97,3 +97,40 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 600):
     bpe.train_from_iterator([" " + t for t in texts], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS_TOKEN,
                                   bos_token=EOS_TOKEN, unk_token=EOS_TOKEN)
+
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def gpt2_tokenizer(ranks_file: str | None = None):
+    """GPT-2's real tokenizer, offline, from the BPE ranks that ``openai-whisper`` ships.
+
+    transformers does not bundle GPT-2's vocabulary, so without a download only the ranks
+    file inside whisper's package data (``whisper/assets/gpt2.tiktoken``; found without
+    importing whisper) gives the exact tokens users get. ``ranks_file`` points elsewhere.
+    Needs ``tiktoken`` (to read the file) and, without ``ranks_file``, ``openai-whisper``
+    (``pip install tiktoken && pip install --no-deps openai-whisper``; both in the
+    ``test`` extra).
+
+    >>> tok = gpt2_tokenizer()
+    >>> tok("Hello world")["input_ids"], tok.eos_token_id
+    ([15496, 995], 50256)
+    """
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import GPT2TokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    if ranks_file is None:
+        spec = importlib.util.find_spec("whisper")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("GPT-2's BPE ranks come from the openai-whisper package: "
+                              "pip install --no-deps openai-whisper (or pass ranks_file=)")
+        ranks_file = str(Path(spec.submodule_search_locations[0]) / "assets" / "gpt2.tiktoken")
+    if importlib.util.find_spec("tiktoken") is None:
+        raise ImportError("reading GPT-2's BPE ranks needs tiktoken: pip install tiktoken")
+    converted = TikTokenConverter(ranks_file, pattern=GPT2_PATTERN,
+                                  extra_special_tokens=[EOS_TOKEN]).converted()
+    return GPT2TokenizerFast(tokenizer_object=converted, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+                             unk_token=EOS_TOKEN, model_max_length=1024)
