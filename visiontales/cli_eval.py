@@ -83,7 +83,9 @@ def _print_table(table: pd.DataFrame) -> None:
 
 def cmd_evaluate(args) -> int:
     from .report import write_report
-    from .utils import atomic_path, write_json
+    from .utils import atomic_path, require, write_json
+    if set(args.metrics) - {"reference_free"}:  # before any work: say which extra is missing
+        require("pycocoevalcap", "eval", "the VIST metrics")
     dataset = _references(args)
     systems = _systems(args.predictions)
     table = _score(args, dataset, systems)

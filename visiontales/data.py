@@ -450,6 +450,11 @@ def load_vist(annotations: PathLike, images: PathLike, seq_len: int = 3, stride:
 
 # ----------------------------------------------------------------------------- shipped data
 
+def frame_of(data: StoryDataset | pd.DataFrame) -> pd.DataFrame:
+    """The rows of a StoryDataset, or a frame of rows as it is (functions take either)."""
+    return data if isinstance(data, pd.DataFrame) else data.frame
+
+
 def sample_dataset(split: str = "train", seq_len: int = 3, stride: int = 1) -> StoryDataset:
     """The small procedurally drawn VIST-format dataset shipped with the package.
 

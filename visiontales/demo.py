@@ -29,6 +29,7 @@ from PIL import Image
 from .data import UnreadableImageError, sample_dataset
 from .loading import TINY_CLIP
 from .report import load_rgb
+from .utils import require
 
 if TYPE_CHECKING:  # gradio is an optional extra, imported only when a page is built
     import gradio
@@ -156,11 +157,7 @@ def tell(images: Sequence[PhotoLike], model: "StoryModel", num_beams: int = 1, d
 
 def _gradio():
     """The gradio module, or one sentence on how to install it."""
-    try:
-        import gradio
-    except ImportError as err:
-        raise ImportError('the demo page needs Gradio: pip install "visiontales[demo]"') from err
-    return gradio
+    return require("gradio", "demo", "the demo page")
 
 
 INTRO = """# visiontales: photos in, a story out

@@ -11,8 +11,8 @@ The n-gram metrics are pycocoevalcap's own scorer classes, run on text that
 """
 from __future__ import annotations
 
+import functools
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,52 +22,16 @@ from typing import Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor import meteor as _meteor_module
-from pycocoevalcap.rouge.rouge import Rouge
 
+from .data import frame_of
 from .report import ImageLike, load_rgb
+from .text import normalize_text
+from .utils import require
 
 METRICS = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "reference_free")
 CLIPSCORE_WEIGHT = 2.5  # Hessel et al. 2021 rescale cosines, which rarely pass 0.4, to ~[0, 1]
 
-# --- normalisation ---------------------------------------------------------------------
-
-_PLACEHOLDER = r"\[[a-z_]+\]"  # VIST's anonymised names: [male], [female], [location] ...
-_CONTRACTION = r"n't|'(?:s|re|ve|ll|d|m)"
-_SPLIT_CONTRACTION = re.compile(rf"(?<=\w)(?=(?:{_CONTRACTION})\b)")
-_TOKEN = re.compile(
-    rf"{_PLACEHOLDER}|(?:{_CONTRACTION})\b|\d+(?:[.,]\d+)+|\w+(?:['-]\w+)*|\.{{2,}}|[^\w\s]"
-)
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
-
-
-def normalize_text(text: str) -> str:
-    """Lowercase and tokenise ``text`` the way VIST's ``text`` field is written.
-
-    Punctuation becomes separate tokens, contractions split as in the Penn Treebank
-    (``didn't`` -> ``did n't``), placeholders such as ``[male]`` stay one token, numbers
-    keep their ``.``/``,`` and tokens are joined by single spaces. Idempotent, so VIST's
-    own text comes back unchanged.
-
-    >>> normalize_text("[Female] didn't know   it was her party!")
-    "[female] did n't know it was her party !"
-    >>> normalize_text("[female] did n't know it was her party !")
-    "[female] did n't know it was her party !"
-    """
-    text = text.translate(_QUOTES).lower()
-    # splitting can expose a new word boundary ("xn'tn't"), so split until nothing changes
-    while (split := _SPLIT_CONTRACTION.sub(" ", text)) != text:
-        text = split
-    return " ".join(_TOKEN.findall(text))
-
-
 # --- references protocol ---------------------------------------------------------------
-
-def _frame(dataset) -> pd.DataFrame:
-    return dataset if isinstance(dataset, pd.DataFrame) else dataset.frame
-
 
 def prediction_keys(dataset, by: str = "sequence") -> list[str]:
     """The evaluation key of every row of ``dataset.frame``, in row order.
@@ -78,7 +42,7 @@ def prediction_keys(dataset, by: str = "sequence") -> list[str]:
     >>> prediction_keys(frame), prediction_keys(frame, by="album")
     (['1_2', '2_3'], ['a', 'a'])
     """
-    frame = _frame(dataset)
+    frame = frame_of(dataset)
     if by == "sequence":
         return ["_".join(str(p) for p in ids) for ids in frame["photo_ids"]]
     if by == "album":
@@ -135,54 +99,62 @@ def references_from_dataset(dataset, by: str = "sequence") -> dict[str, list[str
     {'1_2': ['one .', 'two .']}
     """
     refs: dict[str, list[str]] = {}
-    for key, text in zip(prediction_keys(dataset, by), _frame(dataset)["text"]):
+    for key, text in zip(prediction_keys(dataset, by), frame_of(dataset)["text"]):
         refs.setdefault(key, []).append(str(text))
     return refs
 
 
 # --- METEOR ----------------------------------------------------------------------------
 
-class _Meteor(_meteor_module.Meteor):
-    """pycocoevalcap's METEOR 1.5 wrapper with a chosen task, readable failures and a close.
+@functools.lru_cache(maxsize=None)
+def _meteor_class() -> type:
+    """pycocoevalcap's ``Meteor``, subclassed here on first use: pycocoevalcap is the
+    ``eval`` extra, so nothing imports it before METEOR is asked for."""
+    meteor = require("pycocoevalcap.meteor.meteor", "eval", "METEOR")
 
-    ``standard`` launches exactly pycocoevalcap's command (``-l en -norm``). ``hter`` is
-    the command of AREL's ``vist_eval/meteor/meteor.py`` (commented there as "MSR VIST
-    group's measurement"): ``-t hter`` instead of ``-l en -norm``, same protocol (all
-    references on one SCORE line, the corpus score of one EVAL line).
-    """
+    class Meteor(meteor.Meteor):
+        """pycocoevalcap's METEOR 1.5 wrapper with a chosen task, readable failures and a close.
 
-    def __init__(self, mode: str = "standard"):
-        # set before Popen, so a failed start never leaves close() without them
-        self.lock = threading.Lock()
-        self.meteor_p = None
-        task = ["-t", "hter"] if mode == "hter" else ["-l", "en", "-norm"]
-        self.meteor_cmd = ["java", "-jar", "-Xmx2G", _meteor_module.METEOR_JAR,
-                           "-", "-", "-stdio", *task]
-        # a file, not a pipe: a pipe nobody reads can fill up and hang the JVM
-        self._stderr = tempfile.TemporaryFile()
-        self.meteor_p = subprocess.Popen(
-            self.meteor_cmd, cwd=os.path.dirname(os.path.abspath(_meteor_module.__file__)),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        ``standard`` launches exactly pycocoevalcap's command (``-l en -norm``). ``hter`` is
+        the command of AREL's ``vist_eval/meteor/meteor.py`` (commented there as "MSR VIST
+        group's measurement"): ``-t hter`` instead of ``-l en -norm``, same protocol (all
+        references on one SCORE line, the corpus score of one EVAL line).
+        """
 
-    def stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace").strip()[-300:]
+        def __init__(self, mode: str = "standard"):
+            # set before Popen, so a failed start never leaves close() without them
+            self.lock = threading.Lock()
+            self.meteor_p = None
+            task = ["-t", "hter"] if mode == "hter" else ["-l", "en", "-norm"]
+            self.meteor_cmd = ["java", "-jar", "-Xmx2G", meteor.METEOR_JAR,
+                               "-", "-", "-stdio", *task]
+            # a file, not a pipe: a pipe nobody reads can fill up and hang the JVM
+            self._stderr = tempfile.TemporaryFile()
+            self.meteor_p = subprocess.Popen(
+                self.meteor_cmd, cwd=os.path.dirname(os.path.abspath(meteor.__file__)),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
 
-    def close(self) -> None:
-        # no lock: a failed call leaves pycocoevalcap's lock held
-        proc, self.meteor_p = getattr(self, "meteor_p", None), None
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()
-                except OSError:  # a dead JVM's stdin may still hold unflushed bytes
-                    pass
-        if hasattr(self, "_stderr"):
-            self._stderr.close()
+        def stderr_tail(self) -> str:
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace").strip()[-300:]
 
-    __del__ = close
+        def close(self) -> None:
+            # no lock: a failed call leaves pycocoevalcap's lock held
+            proc, self.meteor_p = getattr(self, "meteor_p", None), None
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+                for stream in (proc.stdin, proc.stdout):
+                    try:
+                        stream.close()
+                    except OSError:  # a dead JVM's stdin may still hold unflushed bytes
+                        pass
+            if hasattr(self, "_stderr"):
+                self._stderr.close()
+
+        __del__ = close
+
+    return Meteor
 
 
 def _meteor_failed(reason: str) -> float:
@@ -191,20 +163,20 @@ def _meteor_failed(reason: str) -> float:
     return float("nan")
 
 
-def _start_meteor(mode: str) -> _Meteor | None:
+def _start_meteor(mode: str):
     """The METEOR process, or None after one warning when Java is missing."""
     if shutil.which("java") is None:
         _meteor_failed("no `java` on PATH; install a JRE, e.g. "
                        "`apt-get install default-jre-headless`")
         return None
     try:
-        return _Meteor(mode)
+        return _meteor_class()(mode)
     except OSError as err:
         _meteor_failed(f"could not start Java ({err})")
         return None
 
 
-def _finish_meteor(meteor: _Meteor | None, gts: dict, res: dict) -> float:
+def _finish_meteor(meteor, gts: dict, res: dict) -> float:
     if meteor is None:
         return float("nan")  # _start_meteor already warned
     # "|||" separates fields in METEOR's protocol; pycocoevalcap strips it from hypotheses only
@@ -277,7 +249,7 @@ def evaluate(
     i.e. CIDEr-D with IDF from these references), the :func:`reference_free_scores` when
     ``"reference_free"`` is asked for, and ``n`` (stories scored). Without Java, METEOR is
     ``nan`` with one warning and the rest is still computed. ``meteor_mode="hter"`` runs
-    METEOR as AREL's VIST evaluation did (``-t hter``, see ``_Meteor``).
+    METEOR as AREL's VIST evaluation did (``-t hter``, see ``_meteor_class``).
     ``normalize=False`` scores the text as given, only collapsing whitespace (METEOR talks
     to Java line by line).
 
@@ -296,16 +268,18 @@ def evaluate(
     gts = {k: [clean(r) for r in refs] for k, refs in references.items()}
 
     # start the JVM first: it loads its tables (seconds) while the Python metrics run
+    scorers = {name: require(f"pycocoevalcap.{name}.{name}", "eval", "the VIST metrics")
+               for name in ("bleu", "rouge", "cider") if wanted - {"reference_free"}}
     meteor = _start_meteor(meteor_mode) if "meteor" in wanted else None
     scores: dict[str, float] = {}
     try:
         if "bleu" in wanted:
-            bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+            bleu, _ = scorers["bleu"].Bleu(4).compute_score(gts, res, verbose=0)
             scores.update({f"BLEU-{i + 1}": 100.0 * b for i, b in enumerate(bleu)})
         if "rouge-l" in wanted:
-            scores["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+            scores["ROUGE-L"] = 100.0 * float(scorers["rouge"].Rouge().compute_score(gts, res)[0])
         if "cider" in wanted:
-            scores["CIDEr"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+            scores["CIDEr"] = 100.0 * float(scorers["cider"].Cider().compute_score(gts, res)[0])
         if "meteor" in wanted:
             scores["METEOR"] = _finish_meteor(meteor, gts, res)
     finally:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .judge import CRITERIA
 from .report import ImageLike, page, photos_html
-from .utils import atomic_path, read_json, write_json
+from .utils import atomic_path, read_json, require, write_json
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -33,11 +33,8 @@ def _t_critical(n: int) -> float:
     """Two-sided 95% critical value for a mean of ``n`` values (nan when n < 2)."""
     if n < 2:
         return math.nan
-    try:
-        from scipy.stats import t  # optional: not a dependency of visiontales
-    except ImportError:  # pragma: no cover - the normal approximation instead
-        return 1.96
-    return float(t.ppf(0.975, n - 1))
+    stats = require("scipy.stats", "eval", "95% intervals of human ratings")
+    return float(stats.t.ppf(0.975, n - 1))
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

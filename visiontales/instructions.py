@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from .data import COLUMNS, StoryDataset
-from .evaluate import normalize_text
+from .text import normalize_text
 
 TASKS = ("story", "caption", "continuation", "consistency", "fill_in", "emotion_context")
 

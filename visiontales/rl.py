@@ -24,9 +24,9 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
-from pycocoevalcap.cider.cider_scorer import precook
 
-from .evaluate import _frame, normalize_text
+from .data import frame_of
+from .text import normalize_text
 from .tokens import IGNORE_INDEX, collate
 
 Reward = Callable[[list, pd.DataFrame], torch.Tensor]
@@ -140,7 +140,7 @@ class SelfCritical:
     def __call__(self, model, batch: Mapping[str, torch.Tensor], rows) -> torch.Tensor:
         features, k = batch["features"], self.num_samples
         prompts = prompts_from_batch(batch["input_ids"], batch["labels"])
-        frame = _frame(rows).reset_index(drop=True)
+        frame = frame_of(rows).reset_index(drop=True)
         was_training = model.training
         model.eval()  # no dropout while deciding what to say
         try:
@@ -165,6 +165,16 @@ class SelfCritical:
 
 # ----------------------------------------------------------------------------- rewards
 
+def ngram_counts(text: str, n: int = 4) -> Counter:
+    """Counts of every 1..n-gram of the space-separated tokens (pycocoevalcap's ``precook``).
+
+    >>> ngram_counts("a b a", 2)[("a",)], ngram_counts("a b a", 2)[("b", "a")]
+    (2, 1)
+    """
+    words = text.split()
+    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
+
 def _references_key(row) -> tuple:
     return tuple(str(p) for p in row["photo_ids"]), str(row.get("instruction", "") or "")
 
@@ -184,7 +194,7 @@ class CiderReward:
     n, a Gaussian length penalty ``exp(-d^2 / (2 sigma^2))`` (``d`` the difference in
     bigram counts, as there), the mean over n and over references, times 10. Only the idf
     differs: fixed from the training references instead of the scored set's. Texts are
-    put in VIST's form by :func:`~visiontales.evaluate.normalize_text` first.
+    put in VIST's form by :func:`~visiontales.text.normalize_text` first.
 
     >>> frame = pd.DataFrame({"photo_ids": [("1", "2"), ("3", "4")],
     ...                       "text": ["a red balloon flew away .", "we ate cake ."]})
@@ -196,7 +206,7 @@ class CiderReward:
     def __init__(self, references_corpus, n: int = 4, sigma: float = 6.0):
         self.n, self.sigma = n, sigma
         self.references: dict[tuple, list[str]] = {}
-        for _, row in _frame(references_corpus).iterrows():
+        for _, row in frame_of(references_corpus).iterrows():
             refs = self.references.setdefault(_references_key(row), [])
             text = normalize_text(str(row["text"]))
             if text not in refs:
@@ -205,14 +215,14 @@ class CiderReward:
             raise ValueError("CiderReward: the references corpus is empty")
         self.document_frequency: Counter = Counter()
         for refs in self.references.values():
-            self.document_frequency.update({g for ref in refs for g in precook(ref, n)})
+            self.document_frequency.update({g for ref in refs for g in ngram_counts(ref, n)})
         self.ref_len = math.log(len(self.references))
         self._vectors: dict[tuple, list] = {}  # reference key -> tf-idf vectors, filled on use
 
     def _vector(self, text: str):
         vec = [dict() for _ in range(self.n)]
         norm, length = [0.0] * self.n, 0
-        for gram, tf in precook(text, self.n).items():
+        for gram, tf in ngram_counts(text, self.n).items():
             k = len(gram) - 1
             weight = tf * (self.ref_len - math.log(max(1.0, self.document_frequency[gram])))
             vec[k][gram] = weight
@@ -238,7 +248,7 @@ class CiderReward:
         return 10.0 * total / len(reference_vectors)
 
     def __call__(self, stories: Sequence[str], rows) -> torch.Tensor:
-        frame = _frame(rows)
+        frame = frame_of(rows)
         if len(frame) != len(stories):
             raise ValueError(f"{len(stories)} stories for {len(frame)} rows")
         return torch.tensor([self._score(s, self._reference_vectors(row))
@@ -273,7 +283,7 @@ class GroundingReward:
         self.model = model
 
     def __call__(self, stories: Sequence[str], rows) -> torch.Tensor:
-        sequences = [list(p) for p in _frame(rows)["image_paths"]]
+        sequences = [list(p) for p in frame_of(rows)["image_paths"]]
         return torch.tensor(self.model.grounding(list(stories), sequences))
 
 
@@ -301,7 +311,7 @@ class JudgeReward:
         self.judge, self.criterion = judge, criterion
 
     def __call__(self, stories: Sequence[str], rows) -> torch.Tensor:
-        images = [list(p) for p in _frame(rows)["image_paths"]]
+        images = [list(p) for p in frame_of(rows)["image_paths"]]
         scores = self.judge.score_many(list(stories), images=images, progress=False)
         return torch.tensor(scores[self.criterion].to_numpy(), dtype=torch.float32)
 

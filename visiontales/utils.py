@@ -1,12 +1,14 @@
-"""Small helpers shared by several modules: device choice, seeding, atomic writes."""
+"""Small helpers shared by several modules: device choice, seeding, atomic writes, extras."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 import numpy as np
@@ -80,3 +82,28 @@ def quiet_transformers() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+class MissingExtraError(ImportError):
+    """An optional extra (``pip install "visiontales[NAME]"``) is needed and not installed."""
+
+
+def require(module: str, extra: str, what: str) -> ModuleType:
+    """Import ``module`` from an optional extra, or say in one line how to install it.
+
+    The core (load, train, generate, save) needs no extra; evaluation, the demo page and
+    human-evaluation statistics import their packages here, at the point of use.
+
+    >>> require("json", "eval", "JSON").dumps([1])
+    '[1]'
+    >>> require("no_such_module_here", "eval", "the VIST metrics")
+    Traceback (most recent call last):
+    ...
+    visiontales.utils.MissingExtraError: the VIST metrics need no_such_module_here, which is not installed: pip install "visiontales[eval]"
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise MissingExtraError(f"{what} need {package}, which is not installed: "
+                                f'pip install "visiontales[{extra}]"') from None
