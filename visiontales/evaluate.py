@@ -325,10 +325,12 @@ def grounding_score(
     model's own device. Works with any open_clip model, its preprocess and
     ``open_clip.get_tokenizer(name)``.
 
-    >>> # model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32-quickgelu",
-    >>> #     pretrained="openai")
-    >>> # grounding_score(["a dog ran ."], [["dog.jpg"]], model, preprocess,
-    >>> #                 open_clip.get_tokenizer("ViT-B-32-quickgelu"))
+    With OpenAI's CLIP (the scores mean something only with trained weights)::
+
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            "ViT-B-32-quickgelu", pretrained="openai")
+        grounding_score(["a dog ran ."], [["dog.jpg"]], model, preprocess,
+                        open_clip.get_tokenizer("ViT-B-32-quickgelu"))
     """
     if len(stories) != len(image_sequences):
         raise ValueError(f"{len(stories)} stories but {len(image_sequences)} image sequences")

@@ -167,8 +167,15 @@ class ImageEncoder:
     encodes under bf16 autocast where the hardware has it. PIL images given directly are
     encoded but not cached, since they have no file to key on.
 
-    >>> # encoder = ImageEncoder(clip_model, preprocess, identity="ViT-B-32-openai")
-    >>> # feats = encoder.encode(["a.jpg", "b.jpg"])  # (2, 512)
+    >>> import tempfile, visiontales as vt
+    >>> from visiontales.loading import TINY_CLIP, load_clip
+    >>> clip_model, preprocess = load_clip(TINY_CLIP, None)
+    >>> encoder = ImageEncoder(clip_model, preprocess, "tiny", cache_dir=tempfile.mkdtemp(),
+    ...                        progress=False)
+    >>> paths = vt.sample_dataset("val").image_paths[:2]
+    >>> features = encoder.encode(paths)  # encodes, then caches
+    >>> tuple(features.shape), torch.equal(encoder.encode(paths), features)  # the cache's rows
+    ((2, 64), True)
     """
 
     def __init__(

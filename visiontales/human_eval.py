@@ -56,7 +56,11 @@ def export_rating_sheet(
     and one empty column per criterion for a rater to fill with integers 1-10. Every
     system must have a story for the same keys. The same ``seed`` gives the same sheet.
 
-    >>> # paths = export_rating_sheet({"ours": preds, "baseline": base}, "rating/", items)
+    >>> import tempfile
+    >>> paths = export_rating_sheet({"ours": {"k1": "a dog ran .", "k2": "we ate ."},
+    ...                              "base": {"k1": "a dog .", "k2": "food ."}}, tempfile.mkdtemp())
+    >>> sorted(paths), len(pd.read_csv(paths["csv"]))
+    (['answer_key', 'csv', 'html'], 4)
     """
     if not 2 <= len(systems) <= len(_LETTERS):
         raise ValueError(f"need 2 to {len(_LETTERS)} systems to compare, got {len(systems)}")
@@ -134,12 +138,21 @@ def aggregate_ratings(filled_csvs: Sequence[str | os.PathLike],
     """Mean rating per system and criterion with a 95% interval, from filled sheets.
 
     Ratings of one item are first averaged over raters, then the mean and the t-interval
-    (normal 1.96 without scipy) are taken over items: raters of the same story are not
+    (scipy's t distribution, the ``eval`` extra) are taken over items: raters of the same story are not
     independent samples. Columns: ``<criterion>`` (mean), ``<criterion>_ci95`` (half
     width, so report ``mean ± ci95``), ``n`` (items), ``ratings``; index ``system``.
     A filled sheet may hold a subset of the rows, so raters can split the items.
 
-    >>> # aggregate_ratings(["alice.csv", "bob.csv"], "rating/answer_key.json")
+    >>> import tempfile
+    >>> paths = export_rating_sheet({"ours": {"k1": "a dog ran .", "k2": "we ate ."},
+    ...                              "base": {"k1": "a dog .", "k2": "food ."}}, tempfile.mkdtemp())
+    >>> sheet = pd.read_csv(paths["csv"])
+    >>> for criterion in CRITERIA:  # a rater who gives every story 7
+    ...     sheet[criterion] = 7
+    >>> sheet.to_csv(paths["csv"], index=False)
+    >>> table = aggregate_ratings([paths["csv"]], paths["answer_key"])
+    >>> table.loc["ours", ["overall", "overall_ci95", "n"]].tolist()
+    [7.0, 0.0, 2.0]
     """
     key = read_json(answer_key_path)
     criteria = key["criteria"]

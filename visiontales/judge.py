@@ -178,8 +178,10 @@ class OpenAICompatibleJudge(Judge):
     HTTP errors are not. An unparsable answer is asked once more, then raised.
     ``cache_dir`` keeps one JSON file per (model, prompt, story, images, temperature).
 
-    >>> judge = OpenAICompatibleJudge("http://127.0.0.1:8000/v1", "qwen2-vl-7b")
-    >>> # judge.score_many(stories, images=image_sequences)  # needs a running server
+    With a server running (vLLM, Ollama, llama.cpp, a hosted API)::
+
+        judge = OpenAICompatibleJudge("http://127.0.0.1:8000/v1", "qwen2-vl-7b")
+        table = judge.score_many(stories, images=image_sequences)
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",

@@ -18,7 +18,11 @@ from .utils import atomic_path
 def predict(model, dataset, by: str = "sequence", **generate_kwargs) -> dict[str, str]:
     """One story per evaluation key of ``dataset`` (the first window of each key).
 
-    >>> # preds = predict(model, vt.sample_dataset("val"), num_beams=3)
+    >>> import visiontales as vt
+    >>> val = vt.sample_dataset("val").select(range(4))
+    >>> preds = predict(vt.StoryModel.tiny(), val, max_new_tokens=3)
+    >>> list(preds) == list(keys_for(val)) and all(isinstance(s, str) for s in preds.values())
+    True
     """
     first_rows = keys_for(dataset, by)
     frame = dataset.frame

@@ -110,7 +110,13 @@ def write_report(
     shown in the order they first appear in ``items``, the systems, then ``references``;
     ``max_items`` keeps the first ones only (thumbnails make a page of thousands heavy).
 
-    >>> # write_report("report.html", items, {"ours": preds}, refs, as_frame(results))
+    >>> import tempfile, visiontales as vt
+    >>> row = vt.sample_dataset("val")[0]
+    >>> key = "_".join(row["photo_ids"])
+    >>> out = write_report(Path(tempfile.mkdtemp()) / "report.html", {key: row["image_paths"]},
+    ...                    {"ours": {key: "a story ."}}, {key: [row["text"]]})
+    >>> "a story ." in out.read_text() and out.read_text().count("<img") == 3
+    True
     """
     items, references = items or {}, references or {}
     keys = list(dict.fromkeys([*items, *(k for s in systems.values() for k in s), *references]))
