@@ -5,10 +5,10 @@ shows, so a story can be scored word by word: the k-th object word it names is c
 with photo k's. Chance is measured, not assumed: the same stories scored against the
 windows of other albums, which is what a model that ignores the photos gets.
 
->>> truths = [["balloon", "boat"], ["cake", "house"]]
->>> in_order(["a balloon then a boat .", "a house and a cake ."], truths)
+>>> truths = [["balloon", "boat"], ["fish", "house"]]
+>>> in_order(["a balloon then a boat .", "a house and a fish ."], truths)
 0.5
->>> as_set(["a balloon then a boat .", "a house and a cake ."], truths)
+>>> as_set(["a balloon then a boat .", "a house and a fish ."], truths)
 1.0
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def chance(score: Score, stories: Sequence[str], truths: Sequence[Sequence[str]]
            albums: Sequence[str]) -> float:
     """Mean ``score`` of each story against the windows of every other album.
 
-    >>> stories, truths = ["a balloon .", "a cake ."], [["balloon"], ["cake"]]
+    >>> stories, truths = ["a balloon .", "a fish ."], [["balloon"], ["fish"]]
     >>> in_order(stories, truths), chance(in_order, stories, truths, albums=["a", "b"])
     (1.0, 0.0)
     """
