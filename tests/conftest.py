@@ -16,6 +16,24 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def require(condition: object, reason: str) -> None:
+    """Skip the calling test unless `condition` holds; fail it instead under CI.
+
+    For tests that need something outside the Python environment (Chromium, Java) or an
+    optional extra (gradio). `.ci/run` sets VISIONTALES_REQUIRE_ALL=1, so a missing tool
+    there is a red test, not a quiet skip; a developer without it still gets a skip.
+
+        require(shutil.which("java"), "METEOR needs Java (apt-get install default-jre-headless)")
+    """
+    __tracebackhide__ = True  # report the skip or failure at the caller's line
+    if condition:
+        return
+    if os.environ.get("VISIONTALES_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (VISIONTALES_REQUIRE_ALL=1: required here, not skipped)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _feature_cache(tmp_path_factory):
     """Keep every feature cache of the test session in a temporary folder."""

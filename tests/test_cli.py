@@ -1,6 +1,7 @@
 """The command line: help for every flag, the offline demo, train -> generate, clean errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,11 @@ def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("generated:") == 2 and out.stdout.count("reference:") == 2
     assert "demo finished" in out.stdout
-    assert vt.StoryModel.from_pretrained(tmp_path / "demo" / "final") is not None
+    # the saved model is the one that told the printed stories: reloaded, it tells them again
+    printed = re.findall(r"^  generated: (.*)$", out.stdout, flags=re.MULTILINE)
+    shown = vt.sample_dataset("val").frame.drop_duplicates("photo_ids").head(2)
+    model = vt.StoryModel.from_pretrained(tmp_path / "demo" / "final")
+    assert model.generate([list(p) for p in shown["image_paths"]]) == printed
 
 
 def test_train_then_generate_from_the_saved_model(tmp_path):

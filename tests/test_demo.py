@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require
 from PIL import Image
 
 import visiontales as vt
@@ -21,6 +23,7 @@ from visiontales.demo import (DemoInputError, build_app, free_port, prepare_phot
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings(  # raised inside gradio's queue under pandas 3, not ours
     "ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword is deprecated:Warning")
+NEEDS_GRADIO = "the demo page needs gradio (pip install 'visiontales[demo]')"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 
@@ -108,7 +111,7 @@ def test_instruction_replaces_the_prompt(model, photos, monkeypatch):
 
 @pytest.fixture(scope="module")
 def server(model):
-    pytest.importorskip("gradio", reason="the demo page needs gradio (pip install 'visiontales[demo]')")
+    require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     app = build_app(model)
     port = free_port()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
@@ -160,7 +163,7 @@ def test_client_reorders_photos(server, photos):
 
 
 def test_serve_prints_the_url_and_answers(model, capsys):
-    pytest.importorskip("gradio", reason="the demo page needs gradio (pip install 'visiontales[demo]')")
+    require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     import httpx
     app = serve(model=model, block=False)
     try:
@@ -194,19 +197,19 @@ def test_gradio_stays_optional(monkeypatch):
 
 def test_browser_uploads_three_photos_and_reads_the_story(server, photos):
     chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright")
-    with sync_api.sync_playwright() as playwright:
+    require(chromium, "Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
+    require(importlib.util.find_spec("playwright"), "the browser test needs playwright (pip install playwright)")
+    from playwright.sync_api import expect, sync_playwright
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server)
             page.locator("#add-photos").locator("..").locator("input[type=file]").set_input_files(photos)
-            sync_api.expect(page.locator("#photos img")).to_have_count(3, timeout=30_000)
+            expect(page.locator("#photos img")).to_have_count(3, timeout=30_000)
             page.locator("#tell").click()
             story = page.locator("#story textarea")
-            sync_api.expect(story).not_to_have_value("", timeout=60_000)
+            expect(story).not_to_have_value("", timeout=60_000)
             text = story.input_value()
             page.wait_for_timeout(500)  # let the table paint before the picture
             # the README's docs/demo.png is taken with a trained model; the test keeps its own

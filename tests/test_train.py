@@ -34,8 +34,10 @@ def test_overfitting_a_small_set_drives_the_loss_down(small, tmp_path):
     assert list(history.columns) == ["step", "epoch", "loss", "lr", "eval_loss"]
     assert history["loss"].iloc[-1] < 0.4 * history["loss"].iloc[0]
     evals = history.dropna(subset=["eval_loss"])
-    assert len(evals) == 12 and evals["eval_loss"].is_monotonic_decreasing is not None
-    assert evals["eval_loss"].iloc[-1] < evals["eval_loss"].iloc[0]
+    # each epoch's eval loss below the last (every step over 0.1 for training seeds 0-3 and 7,
+    # model seeds 0 and 5), ending under 0.3 of where it began (4.9 -> 0.75 here)
+    assert len(evals) == 12 and evals["eval_loss"].is_monotonic_decreasing
+    assert evals["eval_loss"].iloc[-1] < 0.3 * evals["eval_loss"].iloc[0]
     fig = trainer.plot_history()
     assert len(fig.axes[0].lines) == 2     # train curve and eval points
     assert (tmp_path / "run" / "final" / "visiontales_config.json").is_file()
@@ -131,12 +133,23 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     assert padding(grouped) < 0.2 * padding(plain)
 
 
-def test_precision_choice():
-    from visiontales.precision import resolve_precision
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) is None
-    assert resolve_precision("bf16", cpu) is torch.bfloat16
-    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_choice(monkeypatch, native):
+    from visiontales import precision
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)  # not this machine's CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    # auto: bf16 only where the hardware does it natively, and never on mps
+    expected = torch.bfloat16 if native else None
+    assert precision.resolve_precision("auto", cpu) is expected
+    assert precision.resolve_precision("auto", cuda) is expected
+    assert precision.resolve_precision("auto", mps) is None
+    # asked for by name, the answer does not depend on the hardware
+    for device in (cpu, cuda, mps):
+        assert precision.resolve_precision("fp32", device) is None
+    assert precision.resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="mps"):
+        precision.resolve_precision("bf16", mps)
     with pytest.raises(ValueError, match="precision"):
         vt.TrainingConfig(precision="fp8")
 
