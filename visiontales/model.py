@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -152,6 +153,19 @@ class StoryModel(nn.Module):
                                else torch.ones_like(self.feature_std))
         self.feature_stats_fitted.fill_(True)
 
+    @property
+    def max_positions(self) -> int:
+        """Positions the language model takes (1024 for GPT-2): prefix + prompt + text must fit."""
+        return int(self.lm.config.max_position_embeddings)
+
+    def token_budget(self, num_images: int) -> int:
+        """Tokens left for ``prompt + text + EOS`` after the prefix of ``num_images`` images.
+
+        Pass it as ``encode_targets(..., max_length=...)`` so no target is longer than GPT-2
+        can take (position embeddings stop at :attr:`max_positions`).
+        """
+        return self.max_positions - self.mapper.num_tokens(num_images)
+
     # ---- forward -------------------------------------------------------------------
     def prompt_ids(self, prompt: str | None = None) -> list[int]:
         text = self.config.prompt if prompt is None else prompt
@@ -182,6 +196,10 @@ class StoryModel(nn.Module):
         prefix = self.prefix_embeddings(features)  # (B, P, E)
         tokens = self.lm.get_input_embeddings()(input_ids)  # (B, T, E)
         batch, plen = prefix.shape[:2]
+        if plen + input_ids.shape[1] > self.max_positions:  # else an IndexError, or a CUDA assert
+            raise ValueError(f"{plen} prefix + {input_ids.shape[1]} token positions exceed the "
+                             f"language model's {self.max_positions}: encode targets with "
+                             "max_length=model.token_budget(num_images)")
         embeds = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
         mask = torch.cat([attention_mask.new_ones(batch, plen), attention_mask], dim=1)
         if labels is not None:
@@ -265,6 +283,15 @@ class StoryModel(nn.Module):
         prompt_emb = self.lm.get_input_embeddings()(prompt_ids)
         embeds = torch.cat([prefix.to(prompt_emb.dtype), prompt_emb.expand(len(features), -1, -1)], dim=1)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        room = self.max_positions - embeds.shape[1]
+        if room < 1:
+            raise ValueError(f"prefix + prompt take {embeds.shape[1]} positions; the language model "
+                             f"has {self.max_positions}: use fewer images or a shorter prompt")
+        if max_new_tokens > room:
+            warnings.warn(f"max_new_tokens={max_new_tokens} cut to {room}: prefix + prompt take "
+                          f"{embeds.shape[1]} of the language model's {self.max_positions} positions",
+                          stacklevel=2)
+            max_new_tokens, min_new_tokens = room, min(min_new_tokens, room)
         eos = self.tokenizer.eos_token_id
         return self.lm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,

@@ -15,41 +15,62 @@ IGNORE_INDEX = -100
 EOS_TOKEN = "<|endoftext|>"
 
 
-def encode_target(tokenizer, prompt_ids: Sequence[int], text: str,
-                  max_text_tokens: int = 128) -> tuple[list[int], list[int], bool]:
+def encode_target(tokenizer, prompt_ids: Sequence[int], text: str, max_text_tokens: int = 128,
+                  max_length: int | None = None) -> tuple[list[int], list[int], bool]:
     """Token ids and labels for ``prompt + " " + text + EOS``.
 
     Returns ``(input_ids, labels, truncated)``; the text is cut to ``max_text_tokens``
-    tokens (EOS still appended) and ``truncated`` says whether that happened.
+    tokens and, when ``max_length`` is given, so that ``prompt + text + EOS`` fits in it
+    (EOS still appended); ``truncated`` says whether either cut happened. ``max_length`` is
+    what the language model's positions leave after the image prefix
+    (:meth:`~visiontales.model.StoryModel.token_budget`): GPT-2 cannot take more.
 
     >>> # ids, labels, cut = encode_target(tok, tok("Tell a story:").input_ids, "a dog .")
     """
+    limit = max_text_tokens
+    if max_length is not None:
+        limit = min(limit, max_length - len(prompt_ids) - 1)
+        if limit < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for text after the "
+                             f"{len(prompt_ids)}-token prompt and EOS: shorten the prompt or "
+                             "use fewer images / a shorter prefix")
     text_ids = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
-    truncated = len(text_ids) > max_text_tokens
-    text_ids = text_ids[:max_text_tokens] + [tokenizer.eos_token_id]
+    truncated = len(text_ids) > limit
+    text_ids = text_ids[:limit] + [tokenizer.eos_token_id]
     input_ids = list(prompt_ids) + text_ids
     labels = [IGNORE_INDEX] * len(prompt_ids) + text_ids
     return input_ids, labels, truncated
 
 
+def _one_per_text(value, shared: bool, count: int, what: str) -> list:
+    values = [value] * count if shared else list(value)
+    if len(values) != count:
+        raise ValueError(f"{len(values)} {what} for {count} texts")
+    return values
+
+
 def encode_targets(tokenizer, prompt_ids: Sequence[int] | Sequence[Sequence[int]], texts: Iterable[str],
-                   max_text_tokens: int = 128) -> list[tuple[list[int], list[int]]]:
+                   max_text_tokens: int = 128, max_length: int | Sequence[int] | None = None,
+                   ) -> list[tuple[list[int], list[int]]]:
     """:func:`encode_target` over many texts, with one warning for all truncations.
 
-    ``prompt_ids`` is one prompt for all texts, or one per text (instruction tasks).
+    ``prompt_ids`` is one prompt for all texts, or one per text (instruction tasks);
+    ``max_length`` likewise (examples with different numbers of images have different
+    prefixes, so different room left).
     """
     texts = list(texts)
-    per_text = bool(prompt_ids) and not isinstance(prompt_ids[0], int)
-    prompts = prompt_ids if per_text else [prompt_ids] * len(texts)
-    if len(prompts) != len(texts):
-        raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+    prompts = _one_per_text(prompt_ids, not prompt_ids or isinstance(prompt_ids[0], int),
+                            len(texts), "prompts")
+    lengths = _one_per_text(max_length, max_length is None or isinstance(max_length, int),
+                            len(texts), "max_length values")
     out, cut = [], 0
-    for prompt, text in zip(prompts, texts):
-        ids, labels, truncated = encode_target(tokenizer, prompt, text, max_text_tokens)
+    for prompt, text, length in zip(prompts, texts, lengths):
+        ids, labels, truncated = encode_target(tokenizer, prompt, text, max_text_tokens, length)
         out.append((ids, labels))
         cut += truncated
     if cut:
-        warnings.warn(f"{cut} text(s) longer than max_text_tokens={max_text_tokens} were truncated",
+        room = "" if max_length is None else " or than the model's positions allow (max_length)"
+        warnings.warn(f"{cut} text(s) longer than max_text_tokens={max_text_tokens}{room} were truncated",
                       stacklevel=2)
     return out
 
