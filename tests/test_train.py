@@ -124,7 +124,7 @@ def test_bf16_loss_curve_follows_fp32(small, tmp_path):
 def test_length_grouped_batches_cover_everything_with_less_padding():
     lengths = [int(x) for x in torch.randint(5, 80, (400,), generator=torch.Generator().manual_seed(1))]
     order = torch.randperm(400, generator=torch.Generator().manual_seed(2)).tolist()
-    grouped = vt.train.length_grouped_batches(order, lengths, 8, torch.Generator().manual_seed(3))
+    grouped = vt.batching.length_grouped_batches(order, lengths, 8, torch.Generator().manual_seed(3))
     assert sorted(i for b in grouped for i in b) == list(range(400))
 
     def padding(batches):

@@ -5,7 +5,6 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -15,29 +14,9 @@ from . import distributed
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 from .config import TrainingConfig
 from .precision import autocast, resolve_precision
-from .tokens import collate, encode_targets
+from .batching import PreparedData, batch_indices, collate_batch
+from .tokens import encode_targets
 from .utils import resolve_device, seed_everything
-
-
-def length_grouped_batches(order: list[int], lengths: list[int], batch_size: int,
-                           generator: torch.Generator) -> list[list[int]]:
-    """Batches of similar length, in random order (less padding, same randomness per epoch).
-
-    The shuffled ``order`` is cut into chunks of 50 batches; each chunk is sorted by length
-    and split into batches; then the batches are shuffled.
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> batches = length_grouped_batches([3, 0, 2, 1], [5, 1, 4, 2], 2, g)
-    >>> sorted(sorted(b) for b in batches)
-    [[0, 1], [2, 3]]
-    """
-    chunk = 50 * batch_size
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i], reverse=True)
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    perm = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in perm]
 
 
 def _mean_stats(rows: list[dict]) -> dict[str, float]:
@@ -48,10 +27,6 @@ def _mean_stats(rows: list[dict]) -> dict[str, float]:
     """
     keys = sorted({k for row in rows for k, v in row.items() if isinstance(v, (int, float))})
     return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
-
-
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class Trainer:
@@ -91,11 +66,14 @@ class Trainer:
         self.best_epoch: int | None = None
 
     # ---- preparation ---------------------------------------------------------------
-    def _prepare(self, dataset) -> dict[str, Any]:
+    def prepare(self, dataset) -> PreparedData:
         """Features (one ``(N, D)`` tensor per example) and token ids, computed once.
 
-        An ``instruction`` column (instruction tasks) replaces the model's prompt per row;
-        rows may then hold different numbers of images (batches never mix them).
+        CLIP runs here (through the feature cache) and never again in the epochs. An
+        ``instruction`` column (instruction tasks) replaces the model's prompt per row;
+        rows may then hold different numbers of images (batches never mix them). Texts are
+        cut to ``config.max_text_tokens`` and to the positions GPT-2 has left after the
+        image prefix.
         """
         frame = dataset.frame
         sequences = [list(p) for p in frame["image_paths"]]
@@ -112,37 +90,28 @@ class Trainer:
         else:
             prompts = self.model.prompt_ids()
         examples = encode_targets(self.model.tokenizer, prompts, list(frame["text"]),
-                                  self.config.max_text_tokens)
-        return {"features": features, "examples": examples}
+                                  self.config.max_text_tokens,
+                                  max_length=[self.model.token_budget(len(f)) for f in features])
+        return PreparedData(features, examples)
 
-    def _batches(self, data: dict, shuffle: bool, epoch: int):
-        n, bs = len(data["examples"]), self.config.batch_size * (self.world if shuffle else 1)
-        gen = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        # one generator per epoch, seeded from (seed, epoch): a resumed run sees the same order
-        order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
-        counts = [len(f) for f in data["features"]]
-        if len(set(counts)) > 1:  # instruction mixtures: one image count per batch
-            batches = [idx for c in sorted(set(counts)) for idx in
-                       _chunks([i for i in order if counts[i] == c], bs)]
-            if shuffle:
-                batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-        elif shuffle and self.config.group_by_length:
-            batches = length_grouped_batches(order, [len(ids) for ids, _ in data["examples"]], bs, gen)
-        else:
-            batches = _chunks(order, bs)
+    def _batches(self, data: PreparedData, shuffle: bool, epoch: int):
+        """This process's batches of one epoch, on the device, with their example ``index``."""
+        bs = self.config.batch_size * (self.world if shuffle else 1)
+        batches = batch_indices([len(ids) for ids, _ in data.examples], [len(f) for f in data.features],
+                                bs, shuffle=shuffle, seed=self.config.seed, epoch=epoch,
+                                group_by_length=self.config.group_by_length)
         for idx in batches:
             share = True
             if shuffle and self.world > 1:  # same global batches as one process; this rank's share
                 idx = idx[self.rank * self.config.batch_size:(self.rank + 1) * self.config.batch_size]
                 if not idx:  # a short last batch: every rank must step, this one with weight 0
                     idx, share = batches[0][:1], False
-            batch = collate([data["examples"][i] for i in idx], self.model.tokenizer.eos_token_id)
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            batch["features"] = torch.stack([data["features"][i] for i in idx])
+            batch = collate_batch(data, idx, self.model.tokenizer.eos_token_id, self.device)
             batch["index"] = torch.tensor(idx if share else [-1])
             yield batch
 
-    def _optimizer(self):
+    def create_optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the parameters that train (no weight decay on biases and LayerNorms)."""
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.model.lm.requires_grad_(not self.config.freeze_lm)
         decay, no_decay = [], []
@@ -186,7 +155,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         step_model = torch.compile(step_model) if cfg.compile else step_model
         self._loss = lambda **batch: step_model(**batch, loss_only=True)
-        optimizer = self._optimizer()
+        optimizer = self.create_optimizer()
         global_batch = cfg.batch_size * self.world
         steps_per_epoch = math.ceil(len(self.train_dataset) / global_batch / cfg.grad_accum_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
@@ -206,10 +175,10 @@ class Trainer:
                         if math.isfinite(r.get(cfg.best_metric, float("nan")))]
                 if seen:
                     self.best_value = min(seen) if cfg.best_metric == "eval_loss" else max(seen)
-        train_data = self._prepare(self.train_dataset)
-        eval_data = self._prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
+        train_data = self.prepare(self.train_dataset)
+        eval_data = self.prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
         if not bool(model.feature_stats_fitted):
-            model.fit_feature_stats(torch.cat(train_data["features"]))
+            model.fit_feature_stats(torch.cat(train_data.features))
         if rng_state is not None:  # after preparing the data: nothing in it can shift the stream
             torch.set_rng_state(rng_state)
         self._optim = (optimizer, scheduler)
@@ -312,12 +281,12 @@ class Trainer:
         bar.close()
 
     @torch.no_grad()
-    def evaluate_loss(self, data: dict | None = None) -> float:
+    def evaluate_loss(self, data: PreparedData | None = None) -> float:
         """Mean token-level loss on the eval set (weighted by target tokens)."""
         if data is None:
             if self.eval_dataset is None:
                 raise ValueError("no eval_dataset was given")
-            data = self._prepare(self.eval_dataset)
+            data = self.prepare(self.eval_dataset)
         model = self.model
         was_training = model.training
         model.eval()
