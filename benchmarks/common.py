@@ -1,9 +1,13 @@
-"""Shared pieces of the benchmarks: full-size models with random weights, timing, peaks.
+"""Shared pieces of the benchmarks: the models, the machine line, timing, peaks.
 
-Random weights cost exactly the compute of the pretrained ones, and need no download.
+Full size: CLIP ViT-B/32 (QuickGELU, as OpenAI's) + GPT-2 124M with random weights (the
+compute of the pretrained ones, no download) and GPT-2's real tokenizer (offline, from the
+BPE ranks openai-whisper ships), so prompts and stories have the lengths real users get.
+``--quick``: the tiny offline model, a few steps: a smoke run the tests execute.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -15,37 +19,74 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import visiontales as vt
+from visiontales.loading import load_clip
+from visiontales.model import StoryModelConfig
+from visiontales.precision import cpu_has_native_bf16, resolve_precision
+from visiontales.tokens import gpt2_tokenizer
+from visiontales.utils import resolve_device
 
-import visiontales as vt  # noqa: E402
-from visiontales import loading  # noqa: E402
-from visiontales.model import StoryModel, StoryModelConfig  # noqa: E402
-from visiontales.tokens import build_tokenizer  # noqa: E402
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def full_size_model(prefix: str = "mean", seed: int = 0) -> StoryModel:
-    """CLIP ViT-B/32 (QuickGELU, as OpenAI's) + GPT-2 124M, randomly initialised, offline."""
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny model, a few steps: checks the script runs, its numbers mean little")
+    return parser
+
+
+def build_model(quick: bool, prefix: str = "mean", seed: int = 0) -> vt.StoryModel:
+    """The full-size model with random weights, or with ``quick`` the tiny offline one."""
+    if quick:
+        return vt.StoryModel.tiny(seed=seed, prefix=prefix)
     from transformers import GPT2Config, GPT2LMHeadModel
-    torch.manual_seed(seed)
-    clip, preprocess = loading.load_clip("ViT-B-32-quickgelu", None)
-    tokenizer = build_tokenizer(vt.sample_dataset("train").texts)
-    lm = GPT2LMHeadModel(GPT2Config(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id))
-    config = StoryModelConfig(clip="ViT-B-32-quickgelu", clip_pretrained=None, lm="gpt2-random", prefix=prefix)
-    return StoryModel(clip, preprocess, lm, tokenizer, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clip, preprocess = load_clip("ViT-B-32-quickgelu", None)
+        lm = GPT2LMHeadModel(GPT2Config())  # GPT-2 124M; EOS 50256 as the real tokenizer
+    config = StoryModelConfig(clip="ViT-B-32-quickgelu", clip_pretrained=None, lm="gpt2-random",
+                              prefix=prefix)
+    return vt.StoryModel(clip, preprocess, lm, gpt2_tokenizer(), config)
 
 
-def median_rate(step, items_per_step: int, repeats: int = 5, steps: int = 3, warmup: int = 2) -> float:
-    """Median over ``repeats`` of items per second over ``steps`` calls of ``step()``."""
+def machine(device: torch.device, precision: str = "auto") -> str:
+    """One line: CPU model and the flags that decide bf16, threads, GPU, torch, precision."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    shown = " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + "/".join(CPU_FLAGS)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    dtype = resolve_precision(precision, device) or torch.float32
+    return (f"machine: {cpu} [flags: {shown}; native bf16: {cpu_has_native_bf16()}], "
+            f"{torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}; "
+            f"device {device}, precision {precision} -> {str(dtype).split('.')[-1]}")
+
+
+def device_of(args) -> torch.device:
+    return resolve_device(args.device)
+
+
+def median_rate(step, repeats: int = 5, steps: int = 3, warmup: int = 2) -> float:
+    """Median over ``repeats`` windows of items per second; ``step()`` returns the items it
+    did, so a short last batch counts at its real size."""
     for _ in range(warmup):
         step()
     rates = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, done = time.perf_counter(), 0
         for _ in range(steps):
-            step()
+            done += step()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        rates.append(items_per_step * steps / (time.perf_counter() - start))
+        rates.append(done / (time.perf_counter() - start))
     return statistics.median(rates)
 
 
@@ -79,20 +120,9 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}"
-
-
 def run_isolated(script: str, args: list[str]) -> dict:
     """Run one configuration in a fresh process (clean peak-memory numbers); parse its JSON line."""
-    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{Path(script).name} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,27 +1,28 @@
 """Generation throughput: a ClipCap-style loop against the library's batched generate().
 
-Same full-size model (CLIP ViT-B/32 + GPT-2 124M, random weights), same 48 image
-sequences, same number of new tokens (40, EOS ignored so both do identical work):
+Same model (full size: CLIP ViT-B/32 + GPT-2 124M, random weights, GPT-2's real tokenizer),
+same image sequences (48), same number of new tokens (40, EOS ignored so both do identical
+work), public API only:
 
   (a) ClipCap style: one sequence at a time, greedy, no KV cache (the whole prefix and
       every generated token go through GPT-2 again at each step);
   (b) library: ``StoryModel.generate`` batched (16 at a time) with the KV cache.
 
-Image features are cached before timing in both cases. The last line is ``ratio=<x>``.
+Image features are cached before timing in both cases. The first line says what the machine
+is; the last line is ``ratio=<library / ClipCap>``.
 
-    python benchmarks/generate_throughput.py [--tokens 40] [--device auto]
+    python benchmarks/generate_throughput.py [--tokens 40] [--device auto] [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 
-from common import full_size_model, machine, median_rate, peak_memory_mb, run_isolated
+from common import (benchmark_parser, build_model, device_of, machine, median_rate,
+                    peak_memory_mb, run_isolated)
 
 import visiontales as vt
-from visiontales.utils import resolve_device
 
 
 @torch.no_grad()
@@ -32,48 +33,55 @@ def clipcap_greedy(model, features: torch.Tensor, tokens: int) -> list[int]:
                         model.lm.get_input_embeddings()(prompt)])[None]
     out = []
     for _ in range(tokens):
-        logits = model.lm(inputs_embeds=embeds).logits[:, -1]
-        token = logits.argmax(-1)
+        token = model.lm(inputs_embeds=embeds).logits[:, -1].argmax(-1)
         out.append(int(token))
         embeds = torch.cat([embeds, model.lm.get_input_embeddings()(token)[:, None]], dim=1)
     return out
 
 
-def measure(mode: str, device_name: str, tokens: int, n: int) -> dict:
-    device = resolve_device(device_name)
-    model = full_size_model().to(device).eval()
+def measure(mode: str, args) -> dict:
+    device = device_of(args)
+    model = build_model(args.quick).to(device).eval()
     model.progress = False
-    data = vt.sample_dataset("val")
-    sequences = [list(p) for p in data.frame["image_paths"].head(n)]
+    frame = vt.sample_dataset("val").frame.head(args.sequences)
+    sequences = [list(p) for p in frame["image_paths"]]
+    n = len(sequences)
     features = model.encode_images([p for s in sequences for p in s]).view(n, 3, -1).to(device)
+    repeats = 1 if args.quick else 3
     if mode == "clipcap":
         state = {"i": 0}
 
-        def step():
-            clipcap_greedy(model, features[state["i"] % n], tokens)
+        def step() -> int:
+            clipcap_greedy(model, features[state["i"] % n], args.tokens)
             state["i"] += 1
-        rate = median_rate(step, 1, repeats=3, steps=4, warmup=1)
+            return 1
+        rate = median_rate(step, repeats=repeats, steps=2 if args.quick else 4, warmup=1)
     else:
-        def step():
-            model.generate(sequences, max_new_tokens=tokens, min_new_tokens=tokens, batch_size=16)
-        rate = median_rate(step, n, repeats=3, steps=1, warmup=1)
-    return {"mode": mode, "seq_per_s": rate, "tokens_per_s": rate * tokens,
+        def step() -> int:
+            model.generate(sequences, max_new_tokens=args.tokens, min_new_tokens=args.tokens, batch_size=16)
+            return n
+        rate = median_rate(step, repeats=repeats, steps=1, warmup=1)
+    return {"mode": mode, "seq_per_s": rate, "tokens_per_s": rate * args.tokens,
             "peak_mem_mb": peak_memory_mb(device)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--sequences", type=int, default=48)
-    parser.add_argument("--mode", choices=["clipcap", "library"], help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["clipcap", "library"], help="(internal) one configuration")
     args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.sequences = min(args.tokens, 8), min(args.sequences, 8)
     if args.mode:
-        print(json.dumps(measure(args.mode, args.device, args.tokens, args.sequences)))
+        print(json.dumps(measure(args.mode, args)))
         return
-    print(f"machine: {machine()}")
+    print(machine(device_of(args)), flush=True)
     common = ["--device", args.device, "--tokens", str(args.tokens), "--sequences", str(args.sequences)]
-    results = {m: run_isolated(__file__, ["--mode", m, *common]) for m in ("clipcap", "library")}
+    common += ["--quick"] if args.quick else []
+    # each configuration in its own process for clean peak memory; --quick stays in this one
+    results = {m: measure(m, args) if args.quick else run_isolated(__file__, ["--mode", m, *common])
+               for m in ("clipcap", "library")}
     for name, r in results.items():
         print(f"{name:8s} {r['seq_per_s']:7.2f} stories/s  {r['tokens_per_s']:8.1f} tokens/s  "
               f"peak mem {r['peak_mem_mb']:6.0f} MB")

@@ -1,0 +1,29 @@
+"""The benchmarks never break silently: each runs end to end in its --quick mode.
+
+They use only the public API, so a change that breaks them breaks this test. The numbers
+of a quick run mean nothing; the README's come from the full runs.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, last", [("train_throughput.py", "ratio"),
+                                          ("generate_throughput.py", "ratio"),
+                                          ("extract_throughput.py", "img_per_s")])
+def test_benchmark_runs_quick(script, last, tmp_path):
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "VISIONTALES_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("machine: ") and "precision auto ->" in lines[0]
+    match = re.fullmatch(rf"{last}=(\d+\.\d+)", lines[-1])
+    assert match and float(match.group(1)) > 0, lines[-1]
