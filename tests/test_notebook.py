@@ -3,11 +3,13 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path):
     notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
@@ -19,6 +21,7 @@ def test_quickstart_notebook_executes(tmp_path):
     assert (tmp_path / "runs" / "quickstart" / "mine" / "mapper.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- quickstart -->\s*```python\n(.*?)```", readme, re.S)

@@ -29,11 +29,34 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return run_plain("from visiontales.cli import main\nsys.exit(main(sys.argv[1:]))", *args, cwd=cwd)
 
 
-def test_import_pulls_in_no_extra():
-    out = run_plain("import visiontales, visiontales.cli, visiontales.demo, visiontales.evaluate\n"
-                    f"print([m for m in {EXTRAS_ONLY!r} if sys.modules.get(m) is not None])")
+@pytest.fixture(scope="module")
+def without_extras(tmp_path_factory):
+    """One interpreter without the extras: what it imported, and what the CLI and the
+    human-rating statistics said when asked for an extra's work."""
+    cwd = tmp_path_factory.mktemp("plain")
+    code = """
+import contextlib, io, json
+import visiontales, visiontales.cli, visiontales.demo, visiontales.evaluate, visiontales.human_eval
+loaded = [m for m in EXTRAS if sys.modules.get(m) is not None]
+said = {}
+for name, args in (("eval", ["evaluate", "--predictions", "missing.jsonl"]), ("demo", ["serve", "--tiny"])):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = visiontales.cli.main(args)
+    said[name] = [code, err.getvalue()]
+try:
+    visiontales.human_eval._t_critical(5)
+except ImportError as exc:
+    said["scipy"] = [None, str(exc)]
+print(json.dumps({"loaded": loaded, "said": said}))
+""".replace("EXTRAS", repr(EXTRAS_ONLY))
+    out = run_plain(code, cwd=cwd)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_pulls_in_no_extra(without_extras):
+    assert without_extras["loaded"] == []
 
 
 @pytest.mark.slow
@@ -65,18 +88,13 @@ def test_demo_cli_runs_without_extras(tmp_path):
     assert out.stdout.count("generated:") == 1
 
 
-@pytest.mark.parametrize("args, extra", [
-    (["evaluate", "--predictions", "missing.jsonl"], "eval"),
-    (["serve", "--tiny"], "demo"),
-])
-def test_a_missing_extra_is_one_line_naming_it(args, extra, tmp_path):
-    out = cli(*args, cwd=tmp_path)
-    assert out.returncode == 2
-    assert f'pip install "visiontales[{extra}]"' in out.stderr
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("extra", ["eval", "demo"])
+def test_a_missing_extra_is_one_line_naming_it(without_extras, extra):
+    code, stderr = without_extras["said"][extra]
+    assert code == 2
+    assert f'pip install "visiontales[{extra}]"' in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
 
 
-def test_human_rating_intervals_name_the_eval_extra(tmp_path):
-    out = run_plain("from visiontales.human_eval import _t_critical\n_t_critical(5)")
-    assert out.returncode != 0
-    assert 'pip install "visiontales[eval]"' in out.stderr
+def test_human_rating_intervals_name_the_eval_extra(without_extras):
+    assert 'pip install "visiontales[eval]"' in without_extras["said"]["scipy"][1]

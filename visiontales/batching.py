@@ -89,6 +89,14 @@ def collate_batch(data: PreparedData, indices: Sequence[int], eos_id: int,
 
     ``input_ids``, ``attention_mask``, ``labels`` (EOS as stop and pad, -100 where no
     loss) and ``features`` ``(B, N, D)``.
+
+    >>> data = PreparedData([torch.zeros(3, 8), torch.ones(3, 8)],
+    ...                     [([5, 6, 0], [-100, 6, 0]), ([5, 7, 7, 0], [-100, 7, 7, 0])])
+    >>> batch = collate_batch(data, [1, 0], eos_id=0)
+    >>> sorted(batch), tuple(batch["features"].shape)
+    (['attention_mask', 'features', 'input_ids', 'labels'], (2, 3, 8))
+    >>> batch["labels"][1].tolist()  # the shorter example: padded with EOS, no loss on the pad
+    [-100, 6, 0, -100]
     """
     batch = collate([data.examples[i] for i in indices], eos_id)
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -11,11 +11,10 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-import open_clip
 import torch
 
 TINY_CLIP = "visiontales-tiny-clip"
-TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / "tiny-clip.json"
+TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_CLIP}.json"
 TINY_GPT2 = dict(n_layer=2, n_head=2, n_embd=128, n_positions=256)
 TINY_VOCAB_SIZE = 600
 
@@ -34,19 +33,20 @@ def _unavailable(what: str, err: Exception) -> WeightsUnavailableError:
     )
 
 
-def _register_tiny_clip() -> None:
-    if TINY_CLIP not in open_clip.list_models():
+def _open_clip():
+    """open_clip, imported on first use: it takes seconds, and ``visiontales --help`` or
+    evaluation alone need none of it."""
+    import open_clip
+    if TINY_CLIP not in open_clip.list_models():  # open_clip names a config after its file
         open_clip.add_model_config(TINY_CLIP_CONFIG)
-        # add_model_config names configs after their file; alias it under our name
-        from open_clip import factory
-        factory._MODEL_CONFIGS[TINY_CLIP] = factory._MODEL_CONFIGS.pop(TINY_CLIP_CONFIG.stem)
+    return open_clip
 
 
 def needs_quick_gelu(name: str, pretrained: str | None) -> bool:
     """Whether the weights tag was trained with QuickGELU (OpenAI's CLIP weights were)."""
     if not pretrained or os.path.isfile(pretrained):
         return False
-    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+    return bool(_open_clip().get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
 
 
 def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
@@ -57,7 +57,7 @@ def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
     the tag was trained with it (OpenAI's weights are), since the wrong activation gives
     silently wrong features.
     """
-    _register_tiny_clip()
+    open_clip = _open_clip()
     quick_gelu = needs_quick_gelu(name, pretrained)
     root = logging.getLogger()
     level = root.level
@@ -77,11 +77,10 @@ def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
 
 def clip_config(model: torch.nn.Module, name: str) -> dict:
     """The ``open_clip_config.json`` content that rebuilds ``model`` with ``local-dir:``."""
-    _register_tiny_clip()
     if name.startswith("local-dir:"):
         from .utils import read_json
         return read_json(Path(name[len("local-dir:"):]) / "open_clip_config.json")
-    return {"model_cfg": open_clip.get_model_config(name),
+    return {"model_cfg": _open_clip().get_model_config(name),
             "preprocess_cfg": dict(model.visual.preprocess_cfg)}
 
 

@@ -25,7 +25,12 @@ def encode_target(tokenizer, prompt_ids: Sequence[int], text: str, max_text_toke
     what the language model's positions leave after the image prefix
     (:meth:`~visiontales.model.StoryModel.token_budget`): GPT-2 cannot take more.
 
-    >>> # ids, labels, cut = encode_target(tok, tok("Tell a story:").input_ids, "a dog .")
+    >>> tok = build_tokenizer(["a dog ran ."], vocab_size=300)
+    >>> ids, labels, cut = encode_target(tok, [7, 8], "a dog ran .")
+    >>> labels[:2], labels[-1] == tok.eos_token_id, cut   # no loss on the prompt; EOS is a target
+    ([-100, -100], True, False)
+    >>> len(encode_target(tok, [7, 8], "a dog ran .", max_length=4)[0])  # prompt + 1 token + EOS
+    4
     """
     limit = max_text_tokens
     if max_length is not None:

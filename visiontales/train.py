@@ -73,7 +73,21 @@ class Trainer:
         ``instruction`` column (instruction tasks) replaces the model's prompt per row;
         rows may then hold different numbers of images (batches never mix them). Texts are
         cut to ``config.max_text_tokens`` and to the positions GPT-2 has left after the
-        image prefix.
+        image prefix. Public so that your own loop (or a benchmark) trains on exactly what
+        the Trainer trains on; :mod:`visiontales.batching` makes the batches from it.
+
+        >>> import tempfile, visiontales as vt
+        >>> from visiontales.batching import batch_indices, collate_batch
+        >>> data = vt.sample_dataset("train").select(range(5))
+        >>> model = vt.StoryModel.tiny(vocab_from=data)
+        >>> model.cache_dir, model.progress = tempfile.mkdtemp(), False
+        >>> trainer = vt.Trainer(model, data, config=vt.TrainingConfig(batch_size=2, device="cpu"))
+        >>> prepared, optimizer = trainer.prepare(data), trainer.create_optimizer()
+        >>> len(prepared), tuple(prepared.features[0].shape)  # 3 photos, 64-d tiny CLIP
+        (5, (3, 64))
+        >>> idx = batch_indices([len(ids) for ids, _ in prepared.examples], [3] * 5, 2, shuffle=True)[0]
+        >>> model.loss(**collate_batch(prepared, idx, model.tokenizer.eos_token_id)).backward()
+        >>> optimizer.step()
         """
         frame = dataset.frame
         sequences = [list(p) for p in frame["image_paths"]]
@@ -111,7 +125,8 @@ class Trainer:
             yield batch
 
     def create_optimizer(self) -> torch.optim.AdamW:
-        """AdamW over the parameters that train (no weight decay on biases and LayerNorms)."""
+        """AdamW over the parameters that train (no weight decay on biases and LayerNorms);
+        Hugging Face's name. With ``config.freeze_lm`` it freezes GPT-2 first."""
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.model.lm.requires_grad_(not self.config.freeze_lm)
         decay, no_decay = [], []
