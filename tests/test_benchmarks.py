@@ -19,9 +19,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
                                           ("generate_throughput.py", "ratio"),
                                           ("extract_throughput.py", "img_per_s")])
 def test_benchmark_runs_quick(script, last, tmp_path):
+    # one thread: a quick run's numbers mean nothing, and two OpenMP threads on a busy
+    # 2-core machine wait on each other (tiny steps then run ten times slower)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VISIONTALES_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True,
-                         text=True, timeout=300, cwd=tmp_path,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "VISIONTALES_CACHE": str(tmp_path)})
+                         text=True, timeout=300, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("machine: ") and "precision auto ->" in lines[0]
