@@ -55,8 +55,10 @@ def main() -> None:
     for prefix in args.prefix:
         for seed in args.seeds:
             rows.append(grounding_row(prefix, seed))
-            print(pd.DataFrame(rows[-1:]).round(2).to_string(index=False, header=len(rows) == 1), flush=True)
+            print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in rows[-1].items()), flush=True)
     table = pd.DataFrame(rows)
+    print("\n" + table.round(2).to_string(index=False))
     summary = table.groupby("prefix", sort=False).agg(["min", "max"]).drop(columns="seed")
     print("\nper prefix, min and max over seeds", args.seeds)
     print(summary.round(2).to_string())
