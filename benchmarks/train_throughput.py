@@ -26,7 +26,7 @@ from common import (benchmark_parser, build_model, count_flops, device_of, machi
                     matmul_peak_flops, median_rate, peak_memory_mb, run_isolated)
 
 import visiontales as vt
-from visiontales.batching import batch_indices, collate_batch
+from visiontales.batching import collate_batch
 from visiontales.data import load_image
 from visiontales.precision import autocast, resolve_precision
 from visiontales.tokens import collate, encode_targets
@@ -64,9 +64,7 @@ def library_step_fn(model, data, device, batch_size):
     prepared = trainer.prepare(data)   # CLIP runs here, once, outside the timed steps
     model.fit_feature_stats(torch.cat(prepared.features))
     optimizer = trainer.create_optimizer()
-    batches = batch_indices([len(ids) for ids, _ in prepared.examples],
-                            [len(f) for f in prepared.features], batch_size,
-                            shuffle=True, seed=0, group_by_length=True)
+    batches = prepared.batches(batch_size, shuffle=True, group_by_length=True)
     dtype = resolve_precision("auto", device)
     params = [p for p in model.parameters() if p.requires_grad]
     state = {"i": 0}

@@ -24,6 +24,13 @@ class PreparedData:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                group_by_length: bool = False) -> list[list[int]]:
+        """:func:`batch_indices` of these examples (token lengths and image counts from here)."""
+        return batch_indices([len(ids) for ids, _ in self.examples], [len(f) for f in self.features],
+                             batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                             group_by_length=group_by_length)
+
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
     """``items`` cut into consecutive lists of ``size`` (the last may be shorter).

@@ -11,10 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .batching import PreparedData, collate_batch
 from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
 from .config import TrainingConfig
 from .precision import autocast, resolve_precision
-from .batching import PreparedData, batch_indices, collate_batch
 from .tokens import encode_targets
 from .utils import resolve_device, seed_everything
 
@@ -77,7 +77,7 @@ class Trainer:
         the Trainer trains on; :mod:`visiontales.batching` makes the batches from it.
 
         >>> import tempfile, visiontales as vt
-        >>> from visiontales.batching import batch_indices, collate_batch
+        >>> from visiontales.batching import collate_batch
         >>> data = vt.sample_dataset("train").select(range(5))
         >>> model = vt.StoryModel.tiny(vocab_from=data)
         >>> model.cache_dir, model.progress = tempfile.mkdtemp(), False
@@ -85,7 +85,7 @@ class Trainer:
         >>> prepared, optimizer = trainer.prepare(data), trainer.create_optimizer()
         >>> len(prepared), tuple(prepared.features[0].shape)  # 3 photos, 64-d tiny CLIP
         (5, (3, 64))
-        >>> idx = batch_indices([len(ids) for ids, _ in prepared.examples], [3] * 5, 2, shuffle=True)[0]
+        >>> idx = prepared.batches(2, shuffle=True)[0]
         >>> model.loss(**collate_batch(prepared, idx, model.tokenizer.eos_token_id)).backward()
         >>> optimizer.step()
         """
@@ -111,9 +111,8 @@ class Trainer:
     def _batches(self, data: PreparedData, shuffle: bool, epoch: int):
         """This process's batches of one epoch, on the device, with their example ``index``."""
         bs = self.config.batch_size * (self.world if shuffle else 1)
-        batches = batch_indices([len(ids) for ids, _ in data.examples], [len(f) for f in data.features],
-                                bs, shuffle=shuffle, seed=self.config.seed, epoch=epoch,
-                                group_by_length=self.config.group_by_length)
+        batches = data.batches(bs, shuffle=shuffle, seed=self.config.seed, epoch=epoch,
+                               group_by_length=self.config.group_by_length)
         for idx in batches:
             share = True
             if shuffle and self.world > 1:  # same global batches as one process; this rank's share
