@@ -19,7 +19,7 @@ is on in the last ``--rl-epochs`` of them. The variants:
   pretrained GPT-2.
 
 Scores on the val split, one greedy story per photo sequence: BLEU-4, METEOR, ROUGE-L and
-CIDEr (x100, :func:`visiontales.evaluate.evaluate`), and object accuracy: the fraction of
+CIDEr (x100, :func:`visiontales.metrics.evaluate`), and object accuracy: the fraction of
 val photos whose object (the sample vocabulary's object word its reference sentence names)
 is the object named at the same position in the story (the k-th object word the story names
 is compared with photo k's). The paper's table has GPT-4 rubric scores; these are n-gram
@@ -38,7 +38,7 @@ import torch
 
 import visiontales as vt
 from visiontales.data import sample_vocabulary
-from visiontales.evaluate import evaluate, keys_for, references_from_dataset
+from visiontales.metrics import evaluate, keys_for, references_from_dataset
 from visiontales.instructions import build_instruction_dataset
 from visiontales.rl import CiderReward, SelfCritical
 from visiontales.tokens import collate, encode_targets

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 import visiontales as vt
-from visiontales.evaluate import references_from_dataset
+from visiontales.metrics import references_from_dataset
 from visiontales.predictions import read_predictions, write_predictions
 
 

@@ -36,7 +36,7 @@ def without_extras(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("plain")
     code = """
 import contextlib, io, json
-import visiontales, visiontales.cli, visiontales.demo, visiontales.evaluate, visiontales.human_eval
+import visiontales, visiontales.cli, visiontales.demo, visiontales.metrics, visiontales.human_eval
 loaded = [m for m in EXTRAS if sys.modules.get(m) is not None]
 said = {}
 for name, args in (("eval", ["evaluate", "--predictions", "missing.jsonl"]), ("demo", ["serve", "--tiny"])):

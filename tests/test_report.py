@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from visiontales.data import sample_dataset
-from visiontales.evaluate import as_frame, keys_for, references_from_dataset
+from visiontales.metrics import as_frame, keys_for, references_from_dataset
 from visiontales.report import image_data_url, write_report
 
 

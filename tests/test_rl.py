@@ -11,7 +11,7 @@ import torch
 from pycocoevalcap.cider.cider import Cider
 
 import visiontales as vt
-from visiontales.evaluate import keys_for
+from visiontales.metrics import keys_for
 from visiontales.judge import Judge, JudgeScores
 from visiontales.rl import (CiderReward, GroundingReward, JudgeReward, SelfCritical, WeightedReward,
                             prompts_from_batch, sequence_logprobs)

@@ -36,7 +36,7 @@ def _systems(paths: list[str]) -> dict[str, dict[str, str]]:
 
 
 def _items(dataset, by: str) -> dict[str, list[str]]:
-    from .evaluate import prediction_keys
+    from .metrics import prediction_keys
     items: dict[str, list[str]] = {}
     for key, paths in zip(prediction_keys(dataset, by), dataset.frame["image_paths"]):
         items.setdefault(key, list(paths))
@@ -45,7 +45,7 @@ def _items(dataset, by: str) -> dict[str, list[str]]:
 
 def _score(args, dataset, systems) -> pd.DataFrame:
     """One row per system: the VIST metrics, reference-free scores, grounding and judge."""
-    from .evaluate import as_frame, evaluate, references_from_dataset
+    from .metrics import as_frame, evaluate, references_from_dataset
     references = references_from_dataset(dataset, by=args.by)
     items = _items(dataset, args.by)
     grounding_model = None
@@ -101,7 +101,7 @@ def cmd_evaluate(args) -> int:
                            for k, v in row.items()} for name, row in table.to_dict("index").items()}})
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
     if args.report:
-        from .evaluate import references_from_dataset
+        from .metrics import references_from_dataset
         write_report(args.report, _items(dataset, args.by), systems,
                      references_from_dataset(dataset, by=args.by), table,
                      max_items=args.max_items)
@@ -148,7 +148,7 @@ def _add_reference_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    from .evaluate import METRICS
+    from .metrics import METRICS
     for name, func, help_text in (
             ("evaluate", cmd_evaluate, "score prediction files side by side (VIST metrics, grounding, judge)"),
             ("report", cmd_report, "write one self-contained HTML page: metrics, photos, stories, references")):

@@ -1,8 +1,21 @@
 """TrainingConfig: every training knob with a default; the defaults are the paper's."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+
+# The one recipe for the offline tiny model (StoryModel.tiny): the demo, the demo page, the
+# quickstart, the examples and the tests all start from it. A randomly initialised GPT-2
+# wants a larger learning rate and batch than the paper's pretrained one.
+TINY_TRAINING = dict(lr=1e-3, batch_size=8, epochs=20, warmup_steps=20, scheduler="linear",
+                     num_samples=0, log_every=5)
+
+
+def knob(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line help in ``metadata["help"]``: the CLI reads it,
+    so a new setting is one line here (as Hugging Face's ``HfArgumentParser`` does)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -12,35 +25,36 @@ class TrainingConfig:
     >>> TrainingConfig().lr, TrainingConfig().batch_size, TrainingConfig().epochs
     (5e-05, 1, 7)
     """
-    lr: float = 5e-5                     # AdamW learning rate (paper: 5e-5)
-    batch_size: int = 1                  # sequences per step (paper: 1)
-    epochs: int = 7                      # passes over the training set (paper: 7)
-    weight_decay: float = 0.0            # AdamW weight decay (not on biases/LayerNorm)
-    warmup_steps: int = 0                # linear warm-up steps
-    scheduler: str = "constant"          # "constant" (paper) or "linear" decay to 0
-    grad_accum_steps: int = 1            # micro-batches per optimiser step
-    max_grad_norm: float | None = 1.0    # gradient clipping; None turns it off
-    freeze_lm: bool = False              # train only the prefix mapper (ClipCap's only_prefix)
-    max_text_tokens: int = 128           # longer stories are truncated, with a warning
-    precision: str = "fp32"              # "auto": bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)
-    group_by_length: bool = False        # batch similar lengths together: less padding
-    compile: bool = False                # torch.compile the loss step (PyTorch 2.x)
-    num_workers: int = 0                 # DataLoader processes decoding images for CLIP
-    seed: int = 42                       # seeds shuffling, dropout and initialisation
-    device: str = "auto"                 # "auto": cuda, then mps, then cpu
-    output_dir: str = "runs/visiontales"  # checkpoints and the final model go here
-    save_every: int = 1                  # checkpoint every N epochs; 0: only the final model
-    save_steps: int = 0                  # also checkpoint every N optimiser steps (mid-epoch)
-    keep_checkpoints: int = 2            # newest checkpoints kept on disk; older ones removed
-    eval_every_epoch: bool = True        # eval loss on eval_dataset after each epoch
-    eval_metrics: tuple = ()             # e.g. ("BLEU-4", "CIDEr"): scored on eval stories each epoch
-    best_metric: str | None = None       # keep output_dir/best by this history column (eval_loss: lower)
-    num_samples: int = 2                 # eval stories printed after each epoch
-    sample_max_new_tokens: int = 40      # length of those printed samples
-    rl_weight: float = 0.0               # lambda of L = L_NLL + lambda * L_RL (needs Trainer(rl=...))
-    rl_start_epoch: int = 0              # first epoch (0-based) with the reinforcement term
-    log_every: int = 10                  # steps between history rows
-    progress: bool = True                # tqdm bars
+    lr: float = knob(5e-5, "AdamW learning rate (paper: 5e-5)")
+    batch_size: int = knob(1, "sequences per step (paper: 1)")
+    epochs: int = knob(7, "passes over the training set (paper: 7)")
+    weight_decay: float = knob(0.0, "AdamW weight decay (not on biases/LayerNorm)")
+    warmup_steps: int = knob(0, "linear warm-up steps")
+    scheduler: str = knob("constant", "'constant' (paper) or 'linear' decay to 0")
+    grad_accum_steps: int = knob(1, "micro-batches per optimiser step")
+    max_grad_norm: float | None = knob(1.0, "gradient clipping by global norm; 0 or None turns it off")
+    freeze_lm: bool = knob(False, "train only the prefix mapper (ClipCap's only_prefix)")
+    max_text_tokens: int = knob(128, "longer stories are truncated, with a warning")
+    precision: str = knob("fp32", "'auto': bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)")
+    group_by_length: bool = knob(False, "batch similar lengths together: less padding")
+    compile: bool = knob(False, "torch.compile the loss step (PyTorch 2.x)")
+    num_workers: int = knob(0, "DataLoader processes decoding images for CLIP")
+    cache_dir: str | None = knob(None, "CLIP feature cache; None: $VISIONTALES_CACHE or ~/.cache/visiontales")
+    seed: int = knob(42, "seeds shuffling, dropout and initialisation")
+    device: str = knob("auto", "'auto': cuda, then mps, then cpu")
+    output_dir: str = knob("runs/visiontales", "checkpoints and the final model go here")
+    save_every: int = knob(1, "checkpoint every N epochs; 0: only the final model")
+    save_steps: int = knob(0, "also checkpoint every N optimiser steps (mid-epoch)")
+    keep_checkpoints: int = knob(2, "newest checkpoints kept on disk; older ones removed")
+    eval_every_epoch: bool = knob(True, "eval loss on eval_dataset after each epoch")
+    eval_metrics: tuple = knob((), "e.g. ('BLEU-4', 'CIDEr'): scored on eval stories each epoch")
+    best_metric: str | None = knob(None, "keep output_dir/best by this history column (eval_loss: lower)")
+    num_samples: int = knob(2, "eval stories printed after each epoch")
+    sample_max_new_tokens: int = knob(40, "length of those printed samples")
+    rl_weight: float = knob(0.0, "lambda of L = L_NLL + lambda * L_RL (needs Trainer(rl=...))")
+    rl_start_epoch: int = knob(0, "first epoch (0-based) with the reinforcement term")
+    log_every: int = knob(10, "steps between history rows")
+    progress: bool = knob(True, "tqdm bars")
 
     def __post_init__(self):
         self.eval_metrics = tuple(self.eval_metrics)
@@ -57,6 +71,15 @@ class TrainingConfig:
         if self.rl_weight > 0 and not 0 <= self.rl_start_epoch < self.epochs:
             raise ValueError(f"rl_start_epoch={self.rl_start_epoch} is not one of the {self.epochs} epochs "
                              f"(0-based): the RL step would never run")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "TrainingConfig":
+        """The offline tiny recipe (``TINY_TRAINING``), with ``overrides`` on top.
+
+        >>> TrainingConfig.tiny(epochs=3).lr, TrainingConfig.tiny(epochs=3).epochs
+        (0.001, 3)
+        """
+        return cls(**{**TINY_TRAINING, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":

@@ -309,7 +309,7 @@ class StoryModel(nn.Module):
         """CLIPScore of each story against its images, with this model's CLIP (0 to 2.5)."""
         import open_clip
 
-        from .evaluate import grounding_score
+        from .metrics import grounding_score
         return grounding_score(stories, image_sequences, self.clip, self.preprocess,
                                open_clip.get_tokenizer(self.config.clip))
 

@@ -2,7 +2,7 @@
 
 A prediction file is what ``visiontales generate --out`` writes and ``visiontales
 evaluate --predictions`` reads: one JSON object per line with ``key`` (see
-:func:`visiontales.evaluate.prediction_keys`), ``story`` and, for reading by people,
+:func:`visiontales.metrics.prediction_keys`), ``story`` and, for reading by people,
 ``photo_ids``. A plain JSON object ``{key: story}`` is accepted too.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .evaluate import keys_for, prediction_keys
+from .metrics import keys_for, prediction_keys
 from .utils import atomic_path
 
 

@@ -106,7 +106,7 @@ def write_report(
 
     ``items`` maps each key to its image paths, ``systems`` maps a system name to its
     stories by key, ``references`` maps a key to its reference stories and
-    ``metrics_table`` is e.g. :func:`visiontales.evaluate.as_frame`'s output. Keys are
+    ``metrics_table`` is e.g. :func:`visiontales.metrics.as_frame`'s output. Keys are
     shown in the order they first appear in ``items``, the systems, then ``references``;
     ``max_items`` keeps the first ones only (thumbnails make a page of thousands heavy).
 

@@ -317,7 +317,7 @@ class Trainer:
 
     def evaluate_metrics(self) -> dict[str, float]:
         """``config.eval_metrics`` of greedy stories for the eval set (one per photo sequence)."""
-        from .evaluate import METRICS, evaluate, references_from_dataset
+        from .metrics import METRICS, evaluate, references_from_dataset
         from .predictions import predict
         wanted = self.config.eval_metrics
         families = {m for m in METRICS for name in wanted

@@ -22,7 +22,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
 from visiontales.data import sample_dataset
-from visiontales.evaluate import (
+from visiontales.metrics import (
     as_frame, collapse_predictions, evaluate, grounding_score, keys_for, normalize_text,
     prediction_keys, reference_free_scores, references_from_dataset,
 )
