@@ -392,3 +392,27 @@ class Trainer:
         ax.legend(handles, labels)
         fig.tight_layout()
         return fig
+
+
+def train_tiny_model(prefix: str = "sequence", seed: int = 0, output_dir: str | os.PathLike | None = None,
+                     train_dataset=None, eval_dataset=None, **overrides) -> "StoryModel":
+    """The offline sample model: ``StoryModel.tiny`` trained with ``TrainingConfig.tiny()``.
+
+    The one recipe behind the demo, the demo page, the quickstart, the examples and the
+    tests. ``seed`` is ``TrainingConfig.seed`` (data order and dropout; the model starts
+    from the same weights); ``overrides`` change the config (``epochs=3`` for a quick run).
+    Without ``output_dir`` the run's files go to a temporary folder that is removed.
+
+    >>> model = train_tiny_model(epochs=1, progress=False)  # doctest: +SKIP
+    """
+    import tempfile
+
+    from .data import sample_dataset
+    from .model import StoryModel
+    train = train_dataset if train_dataset is not None else sample_dataset("train")
+    model = StoryModel.tiny(vocab_from=train, prefix=prefix)
+    with tempfile.TemporaryDirectory(prefix="visiontales-tiny-") as tmp:
+        config = TrainingConfig.tiny(seed=seed, output_dir=str(output_dir or tmp),
+                                     **{"save_every": 0, **overrides})
+        Trainer(model, train, eval_dataset, config).train()
+    return model
