@@ -101,8 +101,8 @@ def test_eval_metrics_each_epoch_and_the_best_checkpoint(small, tmp_path):
     evals = history.dropna(subset=["CIDEr"])
     assert list(history.columns)[-3:] == ["BLEU-4", "CIDEr", "distinct-1"]
     assert len(evals) == 3 and evals["epoch"].tolist() == [1, 2, 3]
-    assert trainer.best_value == evals["CIDEr"].max()
-    assert trainer.best_epoch == int(evals.loc[evals["CIDEr"].idxmax(), "epoch"])
+    assert trainer.state.best_value == evals["CIDEr"].max()
+    assert trainer.state.best_epoch == int(evals.loc[evals["CIDEr"].idxmax(), "epoch"])
     assert (tmp_path / "run" / "best" / "visiontales_config.json").is_file()
     with pytest.raises(ValueError, match="best_metric"):
         vt.TrainingConfig(best_metric="CIDEr")            # not among eval_metrics

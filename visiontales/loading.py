@@ -15,6 +15,7 @@ import torch
 
 TINY_CLIP = "visiontales-tiny-clip"
 TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / f"{TINY_CLIP}.json"
+TINY_LM = "tiny-gpt2"  # the name a tiny model records as its language model
 TINY_GPT2 = dict(n_layer=2, n_head=2, n_embd=128, n_positions=256)
 TINY_VOCAB_SIZE = 600
 
@@ -42,6 +43,14 @@ def _open_clip():
     return open_clip
 
 
+class _OpenClipErrors(logging.Filter):
+    """Drops open_clip's own log lines about a failed download (it logs on the root
+    logger); :func:`_unavailable` says the same in one sentence with what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "open_clip" in record.pathname)
+
+
 def needs_quick_gelu(name: str, pretrained: str | None) -> bool:
     """Whether the weights tag was trained with QuickGELU (OpenAI's CLIP weights were)."""
     if not pretrained or os.path.isfile(pretrained):
@@ -59,9 +68,8 @@ def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
     """
     open_clip = _open_clip()
     quick_gelu = needs_quick_gelu(name, pretrained)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)  # open_clip logs the download failure we re-word below
+    quiet = _OpenClipErrors()
+    logging.getLogger().addFilter(quiet)  # for this call only; levels and handlers stay the caller's
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, force_quick_gelu=quick_gelu, cache_dir=cache_dir)
@@ -70,7 +78,7 @@ def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
             raise _unavailable(f"CLIP {name!r} ({pretrained!r})", err) from None
         raise
     finally:
-        root.setLevel(level)
+        logging.getLogger().removeFilter(quiet)
     model.eval().requires_grad_(False)
     return model, preprocess
 
@@ -102,8 +110,9 @@ def tiny_lm(texts: Iterable[str], seed: int = 0, **overrides):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from .tokens import build_tokenizer
+    from .utils import forked_rng
     tokenizer = build_tokenizer(texts, vocab_size=overrides.pop("vocab_size", TINY_VOCAB_SIZE))
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, **{**TINY_GPT2, **overrides})
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config), tokenizer
+    with forked_rng(seed):  # the weights follow the seed; the caller's random stream does not move
+        return GPT2LMHeadModel(config), tokenizer

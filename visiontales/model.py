@@ -2,26 +2,22 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import loading
+from . import loading, saving
 from .features import ImageEncoder, ImageLike, module_digest
 from .precision import autocast, resolve_precision
 from .prefix import PrefixMapper
-from .utils import quiet_transformers, read_json, write_json
+from .utils import forked_rng
 
 DEFAULT_PROMPT = "Tell a story based on the following images:"
-CONFIG_NAME = "visiontales_config.json"
-WEIGHTS_NAME = "mapper.safetensors"
 
 
 @dataclass
@@ -34,7 +30,6 @@ class StoryModelConfig:
     prefix_length: int = 10
     prompt: str = DEFAULT_PROMPT
     max_images: int = 16
-    extra: dict = field(default_factory=dict)
 
 
 class StoryModel(nn.Module):
@@ -67,10 +62,6 @@ class StoryModel(nn.Module):
         self.register_buffer("feature_std", torch.ones(feature_dim))
         self.register_buffer("feature_stats_fitted", torch.tensor(False))
         self._clip_identity = clip_identity
-        self.cache_dir: str | os.PathLike | None = None  # None: $VISIONTALES_CACHE or ~/.cache
-        self.progress = True
-        self.precision = "fp32"   # "auto": bf16 autocast for encoding and generation where native
-        self.num_workers = 0      # DataLoader processes decoding images for CLIP
         self.eval()  # like transformers' from_pretrained: inference mode until a Trainer says otherwise
 
     # ---- factories -----------------------------------------------------------------
@@ -84,10 +75,28 @@ class StoryModel(nn.Module):
         local folder. Raises :class:`~visiontales.loading.WeightsUnavailableError` with
         one sentence on what to do when weights cannot be had.
         """
-        clip_model, preprocess = loading.load_clip(clip, clip_pretrained, cache_dir)
-        lm_model, tokenizer = loading.load_lm(lm)
         config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
                                   prefix=prefix, prefix_length=prefix_length, prompt=prompt)
+        return cls.from_config(config, cache_dir=cache_dir)
+
+    @classmethod
+    def from_config(cls, config: StoryModelConfig, cache_dir: str | None = None) -> "StoryModel":
+        """A new model as ``config`` describes it: pretrained CLIP and GPT-2, a fresh prefix mapper.
+
+        A tiny config (``lm="tiny-gpt2"``) gives :meth:`tiny` with the shipped data's vocabulary.
+
+        >>> config = StoryModelConfig(clip="visiontales-tiny-clip", clip_pretrained=None,
+        ...                           lm="tiny-gpt2", prefix="sequence", prefix_length=4)
+        >>> StoryModel.from_config(config).config == config
+        True
+        """
+        if config.lm == loading.TINY_LM:
+            if config.clip != loading.TINY_CLIP or config.clip_pretrained is not None:
+                raise ValueError(f"lm={loading.TINY_LM!r} goes with clip={loading.TINY_CLIP!r} and no "
+                                 "pretrained CLIP weights: use StoryModel.tiny(...)")
+            return cls.tiny(prefix=config.prefix, prefix_length=config.prefix_length, prompt=config.prompt)
+        clip_model, preprocess = loading.load_clip(config.clip, config.clip_pretrained, cache_dir)
+        lm_model, tokenizer = loading.load_lm(config.lm)
         return cls(clip_model, preprocess, lm_model, tokenizer, config)
 
     @classmethod
@@ -97,19 +106,20 @@ class StoryModel(nn.Module):
 
         ``vocab_from`` is a :class:`~visiontales.data.StoryDataset` (or a list of texts)
         whose text trains the tokenizer; ``lm_overrides`` change the GPT-2 config
-        (``n_layer``, ``n_embd``...).
+        (``n_layer``, ``n_embd``...). ``seed`` fixes the weights; the caller's own random
+        streams are left as they were.
         """
         if vocab_from is None:
             from .data import sample_dataset
             vocab_from = sample_dataset("train")
         texts = list(getattr(vocab_from, "texts", vocab_from)) + [prompt]
-        torch.manual_seed(seed)
-        clip_model, preprocess = loading.load_clip(loading.TINY_CLIP, None)
-        lm_model, tokenizer = loading.tiny_lm(texts, seed=seed, **lm_overrides)
-        config = StoryModelConfig(clip=loading.TINY_CLIP, clip_pretrained=None, lm="tiny-gpt2",
+        config = StoryModelConfig(clip=loading.TINY_CLIP, clip_pretrained=None, lm=loading.TINY_LM,
                                   prefix=prefix, prefix_length=prefix_length, prompt=prompt)
-        torch.manual_seed(seed + 1)
-        return cls(clip_model, preprocess, lm_model, tokenizer, config)
+        with forked_rng(seed):
+            clip_model, preprocess = loading.load_clip(loading.TINY_CLIP, None)
+            lm_model, tokenizer = loading.tiny_lm(texts, seed=seed, **lm_overrides)
+            torch.manual_seed(seed + 1)
+            return cls(clip_model, preprocess, lm_model, tokenizer, config)
 
     # ---- state ---------------------------------------------------------------------
     @property
@@ -123,8 +133,12 @@ class StoryModel(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._clip_identity = None  # CLIP weights may have changed: the cache key must follow
+        self.forget_clip_identity()
         return result
+
+    def forget_clip_identity(self) -> None:
+        """CLIP weights may have changed: the feature cache's key must follow."""
+        self._clip_identity = None
 
     @property
     def clip_identity(self) -> str:
@@ -137,14 +151,22 @@ class StoryModel(nn.Module):
                 self._clip_identity = f"{self.config.clip}-{module_digest(self.clip.visual)}"
         return self._clip_identity
 
-    def image_encoder(self, batch_size: int = 64) -> ImageEncoder:
-        return ImageEncoder(self.clip, self.preprocess, self.clip_identity, self.cache_dir,
-                            batch_size=batch_size, progress=self.progress,
-                            num_workers=self.num_workers, precision=self.precision)
+    def image_encoder(self, cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+                      progress: bool = True, num_workers: int = 0, precision: str = "fp32") -> ImageEncoder:
+        """This model's CLIP behind the feature cache (see :class:`~visiontales.features.ImageEncoder`).
 
-    def encode_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        ``cache_dir`` None: ``$VISIONTALES_CACHE`` or ``~/.cache/visiontales``;
+        ``num_workers`` DataLoader processes decode images; ``precision="auto"`` encodes
+        under bf16 autocast where the hardware has it natively.
+        """
+        return ImageEncoder(self.clip, self.preprocess, self.clip_identity, cache_dir, batch_size=batch_size,
+                            progress=progress, num_workers=num_workers, precision=precision)
+
+    def encode_images(self, images: Sequence[ImageLike], cache_dir: str | os.PathLike | None = None,
+                      progress: bool = True, num_workers: int = 0, precision: str = "fp32") -> torch.Tensor:
         """Cached, L2-normalised CLIP features ``(N, D)`` of images (paths or PIL)."""
-        return self.image_encoder().encode(list(images))
+        return self.image_encoder(cache_dir, progress=progress, num_workers=num_workers,
+                                  precision=precision).encode(list(images))
 
     def fit_feature_stats(self, features: torch.Tensor) -> None:
         """Store the mean and std of training features ``(N, D)`` for standardisation."""
@@ -225,15 +247,19 @@ class StoryModel(nn.Module):
     def generate(self, image_sequences: Sequence[Sequence[ImageLike]], max_new_tokens: int = 60,
                  num_beams: int = 1, do_sample: bool = False, top_p: float = 0.9,
                  temperature: float = 1.0, prompt: str | None = None, batch_size: int = 16,
-                 seed: int | None = None, min_new_tokens: int = 0) -> list[str]:
+                 seed: int | None = None, min_new_tokens: int = 0, precision: str = "fp32",
+                 progress: bool = True, cache_dir: str | os.PathLike | None = None) -> list[str]:
         """One story per image sequence (each a list of paths or PIL images).
 
         Greedy by default; ``num_beams > 1`` for beam search, ``do_sample=True`` for
-        nucleus sampling (``top_p``, ``temperature``; ``seed`` makes it repeatable).
+        nucleus sampling (``top_p``, ``temperature``; ``seed`` makes it repeatable, on its own
+        random stream: the caller's is left as it was).
         Batched, with GPT-2's KV cache; stops at EOS, but not before ``min_new_tokens``.
         ``prompt`` replaces the model's prompt (``None``: ``config.prompt``; ``""``: none):
         a model trained on an instruction mixture captions, continues or tells as asked,
-        e.g. ``prompt=visiontales.instruction_prompt("caption")`` with one photo per sequence.
+        e.g. ``prompt=visiontales.instructions.instruction_prompt("caption")`` with one photo
+        per sequence. ``precision="auto"`` uses bf16 autocast where native; ``progress`` and
+        ``cache_dir`` are those of :meth:`encode_images`.
         """
         if isinstance(image_sequences, (str, bytes)) or not all(
                 isinstance(s, (list, tuple)) for s in image_sequences):
@@ -241,11 +267,9 @@ class StoryModel(nn.Module):
         if not image_sequences:
             return []
         flat = [im for seq in image_sequences for im in seq]
-        features = self.encode_images(flat).to(self.device)
+        features = self.encode_images(flat, cache_dir, progress=progress, precision=precision).to(self.device)
         was_training = self.training
         self.eval()
-        if seed is not None:
-            torch.manual_seed(seed)
         prompt_ids = torch.tensor(self.prompt_ids(prompt), dtype=torch.long, device=self.device)
         offsets = [0]
         for seq in image_sequences:
@@ -256,8 +280,8 @@ class StoryModel(nn.Module):
             if not seq:
                 raise ValueError(f"image sequence {i} is empty")
             by_length.setdefault(len(seq), []).append(i)
-        dtype = resolve_precision(self.precision, self.device)
-        with autocast(self.device, dtype):
+        dtype = resolve_precision(precision, self.device)
+        with autocast(self.device, dtype), forked_rng(seed, self.device) if seed is not None else nullcontext():
             for rows in by_length.values():  # same length -> same prefix size, no padding needed
                 for start in range(0, len(rows), batch_size):
                     chunk = rows[start:start + batch_size]
@@ -313,7 +337,7 @@ class StoryModel(nn.Module):
         return grounding_score(stories, image_sequences, self.clip, self.preprocess,
                                open_clip.get_tokenizer(self.config.clip))
 
-    # ---- persistence ---------------------------------------------------------------
+    # ---- persistence (the folder format is in visiontales.saving) ---------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write a folder people can open: JSON config, safetensors, ``lm/`` (plain GPT-2).
 
@@ -321,68 +345,18 @@ class StoryModel(nn.Module):
         weights are saved in ``clip/`` unless they come from a pretrained tag, which is
         recorded instead. The folder is written beside the target and renamed into place.
         """
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            config = asdict(self.config)
-            write_json(tmp / CONFIG_NAME, {"visiontales": config})
-            state = {f"mapper.{k}": v for k, v in self.mapper.state_dict().items()}
-            state.update(feature_mean=self.feature_mean, feature_std=self.feature_std,
-                         feature_stats_fitted=self.feature_stats_fitted.to(torch.uint8).reshape(1))
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()},
-                      str(tmp / WEIGHTS_NAME))
-            with quiet_transformers():
-                self.lm.save_pretrained(tmp / "lm")
-                self.tokenizer.save_pretrained(tmp / "lm")
-            pretrained = self.config.clip_pretrained
-            if not pretrained or os.path.isfile(pretrained):
-                (tmp / "clip").mkdir()
-                write_json(tmp / "clip" / "open_clip_config.json",
-                           loading.clip_config(self.clip, self.config.clip))
-                save_file({k: v.contiguous() for k, v in self.clip.state_dict().items()},
-                          str(tmp / "clip" / "open_clip_model.safetensors"))
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
+        return saving.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, cache_dir: str | None = None) -> "StoryModel":
         """Load a folder written by :meth:`save_pretrained`."""
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; is this a visiontales model folder?")
-        raw = read_json(directory / CONFIG_NAME).get("visiontales")
-        if not isinstance(raw, dict):
-            raise ValueError(f"{directory / CONFIG_NAME}: missing the 'visiontales' section")
-        known = StoryModelConfig.__dataclass_fields__
-        unknown = set(raw) - set(known)
-        if unknown:
-            raise ValueError(f"{directory / CONFIG_NAME}: unknown field(s) {sorted(unknown)}")
-        expected = {"clip": str, "clip_pretrained": (str, type(None)), "lm": str, "prefix": str,
-                    "prefix_length": int, "prompt": str, "max_images": int, "extra": dict}
-        wrong = [k for k, kind in expected.items() if k in raw and not isinstance(raw[k], kind)]
-        if wrong:
-            raise ValueError(f"{directory / CONFIG_NAME}: field(s) {wrong} have the wrong type")
-        config = StoryModelConfig(**raw)
-        if (directory / "clip" / "open_clip_config.json").is_file():
-            clip_model, preprocess = loading.load_clip(f"local-dir:{directory / 'clip'}", None)
-        else:
-            clip_model, preprocess = loading.load_clip(config.clip, config.clip_pretrained, cache_dir)
-        with quiet_transformers():
-            lm_model, tokenizer = loading.load_lm(str(directory / "lm"))
-        model = cls(clip_model, preprocess, lm_model, tokenizer, config)
-        state = load_file(str(directory / WEIGHTS_NAME))
-        model.mapper.load_state_dict({k[len("mapper."):]: v for k, v in state.items()
-                                      if k.startswith("mapper.")})
-        model.feature_mean.copy_(state["feature_mean"])
-        model.feature_std.copy_(state["feature_std"])
-        model.feature_stats_fitted.fill_(bool(state["feature_stats_fitted"].item()))
+        config = saving.read_config(directory, StoryModelConfig)
+        model = cls(*saving.load_components(directory, config, cache_dir), config)
+        saving.load_mapper(model, directory)
         return model
+
+    def load_weights(self, directory: str | os.PathLike) -> "StoryModel":
+        """Fill this model in place from a saved folder or checkpoint of the same shape."""
+        saving.load_weights(self, Path(directory))
+        return self

@@ -1,10 +1,19 @@
-"""Fine-tuning: the Trainer loop (its knobs are :class:`~visiontales.config.TrainingConfig`)."""
+"""Fine-tuning: the Trainer and its loop (knobs: :class:`~visiontales.config.TrainingConfig`).
+
+``Trainer.train`` reads top to bottom like nanoGPT's loop: batch -> forward -> loss ->
+backward -> clip -> step -> schedule. Around it, evaluation, the best model, printed
+samples, RL reward logging and checkpoints are :mod:`~visiontales.callbacks`; where
+training is lives in one :class:`~visiontales.checkpoint.TrainState`, which is what a
+checkpoint saves. Training runs on its own random stream seeded with ``config.seed``:
+the caller's torch, NumPy and Python random states are as they were afterwards.
+"""
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
@@ -12,28 +21,24 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import PreparedData, collate_batch
-from .checkpoint import latest_checkpoint, load_training_state, prune_checkpoints, save_training_state
+from .callbacks import DEFAULT_CALLBACKS, TrainerCallback
+from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainingConfig
 from .precision import autocast, resolve_precision
 from .tokens import encode_targets
-from .utils import resolve_device, seed_everything
+from .utils import forked_rng, resolve_device, tf32_matmuls
 
-
-def _mean_stats(rows: list[dict]) -> dict[str, float]:
-    """Mean of each numeric key over ``rows`` (the RL stats of the steps of one history row).
-
-    >>> _mean_stats([{"reward_sample": 1.0}, {"reward_sample": 3.0}])
-    {'reward_sample': 2.0}
-    """
-    keys = sorted({k for row in rows for k, v in row.items() if isinstance(v, (int, float))})
-    return {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+if TYPE_CHECKING:
+    from .model import StoryModel
 
 
 class Trainer:
     """AdamW fine-tuning of a :class:`~visiontales.model.StoryModel` on a StoryDataset.
 
     CLIP runs once per unique image (features are cached); every epoch after that reads
-    the cached features only.
+    the cached features only. ``callbacks`` (:class:`~visiontales.callbacks.TrainerCallback`)
+    run after the built-in ones; ``rl`` is the reinforcement step, e.g.
+    :class:`visiontales.rl.SelfCritical`, weighted by ``config.rl_weight``.
 
     >>> import visiontales as vt
     >>> data = vt.sample_dataset("train").select(range(8))
@@ -45,25 +50,31 @@ class Trainer:
     ['step', 'epoch', 'loss', 'lr', 'eval_loss']
     """
 
-    def __init__(self, model, train_dataset, eval_dataset=None, config: TrainingConfig | None = None,
-                 rl=None):
+    def __init__(self, model: "StoryModel", train_dataset, eval_dataset=None,
+                 config: TrainingConfig | None = None, rl=None,
+                 callbacks: Sequence[TrainerCallback] = ()):
         if len(train_dataset) == 0:
             raise ValueError("train_dataset is empty: nothing to train on (see dataset.skipped)")
         self.model = model
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
-        self.config = config or TrainingConfig()
-        self.rl = rl  # callable (model, batch, rows) -> RL loss tensor, e.g. visiontales.rl.SelfCritical
-        if self.config.rl_weight > 0 and rl is None:
+        self.config = cfg = config or TrainingConfig()
+        self.rl = rl  # callable (model, batch, rows) -> RL loss tensor
+        if cfg.rl_weight > 0 and rl is None:
             raise ValueError("TrainingConfig.rl_weight > 0 needs the RL step: "
                              "Trainer(..., rl=SelfCritical(CiderReward(train_dataset)))")
-        self.device = distributed.init(self.config.device) or resolve_device(self.config.device)
+        self.callbacks = [cls() for cls in DEFAULT_CALLBACKS] + list(callbacks)
+        self.device = distributed.init(cfg.device) or resolve_device(cfg.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        self.history: list[dict] = []
-        self.global_step = 0
-        self.epoch = 0
-        self.best_value: float | None = None  # of config.best_metric, saved in output_dir/best
-        self.best_epoch: int | None = None
+        self.autocast_dtype = resolve_precision(cfg.precision, self.device)
+        # how CLIP features are made and cached, for training, evaluation and samples alike
+        self.extraction = dict(cache_dir=cfg.cache_dir, precision=cfg.precision,
+                               progress=cfg.progress and self.rank == 0)
+        self.state = TrainState()
+        self.optimizer: torch.optim.Optimizer | None = None  # made by train()
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.train_data: PreparedData | None = None
+        self.eval_data: PreparedData | None = None
 
     # ---- preparation ---------------------------------------------------------------
     def prepare(self, dataset) -> PreparedData:
@@ -80,8 +91,8 @@ class Trainer:
         >>> from visiontales.batching import collate_batch
         >>> data = vt.sample_dataset("train").select(range(5))
         >>> model = vt.StoryModel.tiny(vocab_from=data)
-        >>> model.cache_dir, model.progress = tempfile.mkdtemp(), False
-        >>> trainer = vt.Trainer(model, data, config=vt.TrainingConfig(batch_size=2, device="cpu"))
+        >>> config = vt.TrainingConfig(batch_size=2, device="cpu", progress=False, cache_dir=tempfile.mkdtemp())
+        >>> trainer = vt.Trainer(model, data, config=config)
         >>> prepared, optimizer = trainer.prepare(data), trainer.create_optimizer()
         >>> len(prepared), tuple(prepared.features[0].shape)  # 3 photos, 64-d tiny CLIP
         (5, (3, 64))
@@ -95,9 +106,11 @@ class Trainer:
             raise ValueError("every example needs at least one image path")
         paths = [p for seq in sequences for p in seq]
         if self.world > 1:  # each rank encodes its share into the shared cache, then all read it
-            self.model.image_encoder().precompute(paths, shard_index=self.rank, num_shards=self.world)
+            encoder = self.model.image_encoder(num_workers=self.config.num_workers, **self.extraction)
+            encoder.precompute(paths, shard_index=self.rank, num_shards=self.world)
             distributed.barrier()
-        flat = self.model.encode_images(paths).to(self.device)
+        flat = self.model.encode_images(paths, num_workers=self.config.num_workers, **self.extraction)
+        flat = flat.to(self.device)
         features = list(flat.split([len(s) for s in sequences]))
         if "instruction" in frame.columns:
             prompts = [self.model.prompt_ids(t or None) for t in frame["instruction"]]
@@ -108,7 +121,7 @@ class Trainer:
                                   max_length=[self.model.token_budget(len(f)) for f in features])
         return PreparedData(features, examples)
 
-    def _batches(self, data: PreparedData, shuffle: bool, epoch: int):
+    def epoch_batches(self, data: PreparedData, epoch: int, shuffle: bool = True):
         """This process's batches of one epoch, on the device, with their example ``index``."""
         bs = self.config.batch_size * (self.world if shuffle else 1)
         batches = data.batches(bs, shuffle=shuffle, seed=self.config.seed, epoch=epoch,
@@ -137,8 +150,12 @@ class Trainer:
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.config.lr, **fused)
 
-    def _lr_lambda(self, total_steps: int):
-        warmup, kind = self.config.warmup_steps, self.config.scheduler
+    def create_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """Linear warm-up over ``warmup_steps``, then constant (the paper) or linear decay to 0."""
+        cfg = self.config
+        global_batch = cfg.batch_size * self.world
+        steps_per_epoch = math.ceil(len(self.train_dataset) / global_batch / cfg.grad_accum_steps)
+        total_steps, warmup, kind = steps_per_epoch * cfg.epochs, cfg.warmup_steps, cfg.scheduler
 
         def factor(step: int) -> float:
             if warmup and step < warmup:
@@ -146,153 +163,155 @@ class Trainer:
             if kind == "linear":
                 return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
             return 1.0
-        return factor
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    # ---- loop ----------------------------------------------------------------------
+    def wrap_model(self) -> torch.nn.Module:
+        """The model on the device as the loop calls it: DDP across processes, compiled if asked."""
+        model = self.model.to(self.device)
+        if self.world > 1:  # gradients all-reduced by DDP; CLIP (frozen) is not part of it
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return torch.compile(model) if self.config.compile else model
+
+    # ---- the loop ------------------------------------------------------------------
     def train(self, resume_from: str | os.PathLike | None = None) -> pd.DataFrame:
         """Train for ``config.epochs``; returns the history (step, epoch, loss, lr, eval_loss).
 
         ``resume_from`` is a checkpoint folder or ``"latest"`` (the newest under
-        ``output_dir``); training continues from the epoch after it.
+        ``output_dir``); training goes on right after the checkpoint's last step.
         """
-        cfg = self.config
-        seed_everything(cfg.seed)
-        model = self.model.to(self.device)
-        model.num_workers = cfg.num_workers
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
-            torch.backends.cudnn.allow_tf32 = True
-        self._autocast_dtype = resolve_precision(cfg.precision, self.device)
-        step_model = model
-        if self.world > 1:  # gradients all-reduced by DDP; CLIP (frozen) is not part of it
-            step_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        step_model = torch.compile(step_model) if cfg.compile else step_model
-        self._loss = lambda **batch: step_model(**batch, loss_only=True)
-        optimizer = self.create_optimizer()
-        global_batch = cfg.batch_size * self.world
-        steps_per_epoch = math.ceil(len(self.train_dataset) / global_batch / cfg.grad_accum_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(steps_per_epoch * cfg.epochs))
-        start_epoch, start_batch, window, rng_state = 0, 0, [], None
-        self._rewards: list[dict] = []  # the RL step's stats (rl.last_stats) since the last row
-        if resume_from is not None:  # before features: the checkpoint's CLIP and statistics win
-            path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
-            if path is None:
-                raise FileNotFoundError(f"no checkpoint under {cfg.output_dir} to resume from")
-            state = load_training_state(path, model, optimizer, scheduler)
-            start_epoch, self.global_step, self.history = state["epoch"], state["step"], state["history"]
-            start_batch, rng_state = state.get("batch", 0), state["rng"]
-            window = [torch.tensor(v, device=self.device) for v in state.get("window", [])]
-            self._rewards = state.get("rewards", [])
-            if cfg.best_metric:  # the best so far is in the history; output_dir/best already holds it
-                seen = [r[cfg.best_metric] for r in self.history
-                        if math.isfinite(r.get(cfg.best_metric, float("nan")))]
-                if seen:
-                    self.best_value = min(seen) if cfg.best_metric == "eval_loss" else max(seen)
-        train_data = self.prepare(self.train_dataset)
-        eval_data = self.prepare(self.eval_dataset) if self.eval_dataset is not None and len(self.eval_dataset) else None
-        if not bool(model.feature_stats_fitted):
-            model.fit_feature_stats(torch.cat(train_data.features))
-        if rng_state is not None:  # after preparing the data: nothing in it can shift the stream
-            torch.set_rng_state(rng_state)
-        self._optim = (optimizer, scheduler)
-        for epoch in range(start_epoch, cfg.epochs):
-            self.epoch = epoch
-            self._train_epoch(train_data, epoch, start_batch, window)
-            start_batch, window = 0, []
-            eval_loss = self.evaluate_loss(eval_data) if eval_data is not None and cfg.eval_every_epoch else float("nan")
-            if self.history:
-                self.history[-1]["eval_loss"] = eval_loss
-                if cfg.eval_metrics and self.eval_dataset is not None and len(self.eval_dataset):
-                    self.history[-1].update(self.evaluate_metrics())
-                if cfg.best_metric:
-                    self._keep_best(self.history[-1])
-            if cfg.num_samples and self.eval_dataset is not None and len(self.eval_dataset) and self.rank == 0:
-                self._print_samples(epoch)
-            if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
-                self._checkpoint(epoch + 1, 0, [])
-        if self.rank == 0:
-            model.save_pretrained(Path(cfg.output_dir) / "final")
-        distributed.barrier()
+        cfg, state = self.config, self.state
+        with forked_rng(cfg.seed, self.device), tf32_matmuls(self.device):
+            model = self.wrap_model()
+            self.optimizer = self.create_optimizer()
+            self.scheduler = self.create_scheduler(self.optimizer)
+            if resume_from is not None:  # before the features: the checkpoint's CLIP and statistics win
+                state = self.resume(resume_from)
+            self.train_data = self.prepare(self.train_dataset)
+            self.eval_data = self.prepare(self.eval_dataset) if self.eval_dataset else None
+            if not bool(self.model.feature_stats_fitted):
+                self.model.fit_feature_stats(torch.cat(self.train_data.features))
+            if state.rng is not None:  # after preparing the data: nothing in it can shift the stream
+                torch.set_rng_state(state.rng)
+            self.fire("on_train_begin")
+            for epoch in range(state.epoch, cfg.epochs):
+                self.model.train()
+                batches = list(self.epoch_batches(self.train_data, epoch))
+                state.epoch_batches = len(batches)
+                bar = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           disable=not cfg.progress or self.rank > 0, leave=False)
+                for batch in batches[state.batch:]:  # a resumed epoch skips what it had done
+                    state.pending_losses.append(self.training_step(model, batch))
+                    state.batch += 1
+                    bar.update(1)
+                    if state.batch % cfg.grad_accum_steps and state.batch < len(batches):
+                        continue  # gradients accumulate over grad_accum_steps micro-batches
+                    self.optimizer_step()
+                    if state.step % cfg.log_every == 0 or state.batch == len(batches):
+                        bar.set_postfix(loss=f"{self.log_losses():.3f}")
+                    self.fire("on_step_end")
+                bar.close()
+                state.epoch, state.batch = epoch + 1, 0
+                self.fire("on_epoch_end")
+            if self.rank == 0:
+                self.model.save_pretrained(Path(cfg.output_dir) / "final")
+            distributed.barrier()
+            self.fire("on_train_end")
         return self.history_frame()
 
-    def _checkpoint(self, epoch: int, batch: int, window: list[torch.Tensor]) -> Path:
-        """Save a resumable checkpoint at ``batch`` micro-batches into ``epoch`` (0-based)."""
-        losses = [float(v) for v in window]  # the pending history window, exact as float64
+    def training_step(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """Forward, loss (plus the RL term), backward of one micro-batch; returns the loss to log.
+
+        ``model`` is the model as trained (DDP- or compile-wrapped by :meth:`wrap_model`).
+        """
+        cfg, index = self.config, batch.pop("index")
+        with autocast(self.device, self.autocast_dtype):
+            loss = model(**batch, loss_only=True)
+            if self.rl is not None and cfg.rl_weight > 0 and self.state.epoch >= cfg.rl_start_epoch:
+                # L = L_NLL + lambda * L_RL, eq. 4 of the instruction tuning and RL recipe
+                rows = self.train_dataset.frame.iloc[index.tolist()]
+                loss = loss + cfg.rl_weight * self.rl(self.model, batch, rows)
+                self.state.rl_stats.append(dict(getattr(self.rl, "last_stats", {})))
+        logged = loss.detach()
+        if self.world > 1:
+            # weight by target tokens so N ranks reproduce the one-process mean over the
+            # global batch (DDP averages gradients, hence the factor world)
+            tokens = (batch["labels"] != -100).sum().to(loss.dtype) * (index[0] >= 0)
+            totals = distributed.all_reduce_sum(torch.stack([loss.detach() * tokens, tokens]))
+            logged = totals[0] / totals[1]
+            loss = loss * tokens * self.world / totals[1]
+        (loss / cfg.grad_accum_steps).backward()
+        return logged
+
+    def optimizer_step(self) -> None:
+        """Clip, step, schedule, zero the gradients; one more ``state.step``."""
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                           self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+
+    def log_losses(self) -> float:
+        """One history row from the losses since the last one (the loop's only device sync)."""
+        state = self.state
+        mean = torch.stack(state.pending_losses).mean().item()
+        if not math.isfinite(mean):
+            raise self._non_finite(mean)
+        logs = {"step": state.step, "epoch": state.epoch + 1, "loss": mean,
+                "lr": self.scheduler.get_last_lr()[0], "eval_loss": float("nan")}
+        state.pending_losses = []
+        self.fire("on_log", logs=logs)
+        state.history.append(logs)
+        return mean
+
+    def fire(self, hook: str, **kwargs) -> None:
+        """Call ``hook`` (``"on_epoch_end"``...) on every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, self.state, **kwargs)
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """A resumable checkpoint of the model, optimizer, scheduler and :class:`TrainState`."""
+        cfg, state = self.config, self.state
+        losses = [float(v) for v in state.pending_losses]
         if not all(math.isfinite(v) for v in losses):
             raise self._non_finite(losses[-1])
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not bool(torch.stack([torch.isfinite(p).all() for p in trainable]).all()):
             raise self._non_finite(float("nan"))  # the last step blew up the weights themselves
-        optimizer, scheduler = self._optim
         if self.rank > 0:  # rank 0 writes; the weights are the same everywhere
-            return Path(self.config.output_dir)
-        path = save_training_state(
-            Path(self.config.output_dir) / f"checkpoint-step{self.global_step}", self.model,
-            optimizer, scheduler, epoch, self.global_step, self.history, asdict(self.config),
-            extra={"batch": batch, "window": losses, "rewards": self._rewards})
-        prune_checkpoints(self.config.output_dir, keep=self.config.keep_checkpoints)
+            return Path(cfg.output_dir)
+        path = save_checkpoint(Path(cfg.output_dir) / f"checkpoint-step{state.step}", self.model,
+                               self.optimizer, self.scheduler, state, asdict(cfg))
+        prune_checkpoints(cfg.output_dir, keep=cfg.keep_checkpoints)
+        self.fire("on_save", path=path)
         return path
+
+    def resume(self, resume_from: str | os.PathLike) -> TrainState:
+        """Load a checkpoint (or ``"latest"`` under ``output_dir``) into the model and optimiser."""
+        path = latest_checkpoint(self.config.output_dir) if str(resume_from) == "latest" else Path(resume_from)
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint under {self.config.output_dir} to resume from")
+        self.state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        self.state.pending_losses = [torch.tensor(v, device=self.device) for v in self.state.pending_losses]
+        return self.state
 
     def _non_finite(self, value: float) -> FloatingPointError:
         good = latest_checkpoint(self.config.output_dir)
         where = f"the last good checkpoint is {good} (resume_from='latest')" if good else "no checkpoint was saved"
-        return FloatingPointError(f"loss became {value} at step {self.global_step}; training stopped and "
+        return FloatingPointError(f"loss became {value} at step {self.state.step}; training stopped and "
                                   f"{where}; lower the learning rate or check the data")
 
-    def _train_epoch(self, data, epoch: int, start_batch: int = 0, window=None) -> None:
-        cfg, model = self.config, self.model
-        optimizer, scheduler = self._optim
-        model.train()
-        batches = list(self._batches(data, shuffle=True, epoch=epoch))
-        bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress or self.rank > 0, leave=False)
-        window = list(window or [])  # losses since the last history row, kept on device
-        for i in range(start_batch, len(batches)):  # a resumed epoch skips what it had done
-            batch = batches[i]
-            index = batch.pop("index")
-            with autocast(self.device, self._autocast_dtype):
-                loss = self._loss(**batch)
-                if self.rl is not None and cfg.rl_weight > 0 and epoch >= cfg.rl_start_epoch:
-                    # seed 000, eq. 4: L = L_NLL + lambda * L_RL
-                    rows = self.train_dataset.frame.iloc[index.tolist()]
-                    loss = loss + cfg.rl_weight * self.rl(model, batch, rows)
-                    self._rewards.append(dict(getattr(self.rl, "last_stats", {})))
-            if self.world > 1:
-                # weight by target tokens so N ranks reproduce the one-process mean over the
-                # global batch (DDP averages gradients, hence the factor world)
-                tokens = (batch["labels"] != -100).sum().to(loss.dtype) * (index[0] >= 0)
-                totals = distributed.all_reduce_sum(torch.stack([loss.detach() * tokens, tokens]))
-                logged = totals[0] / totals[1]
-                loss = loss * tokens * self.world / totals[1]
-            else:
-                logged = loss.detach()
-            (loss / cfg.grad_accum_steps).backward()
-            window.append(logged)
-            bar.update(1)
-            last = i + 1 == len(batches)
-            if (i + 1) % cfg.grad_accum_steps and not last:
-                continue
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            self.global_step += 1
-            if self.global_step % cfg.log_every == 0 or last:
-                mean = torch.stack(window).mean().item()  # the only sync, once per log row
-                if not math.isfinite(mean):
-                    raise self._non_finite(mean)
-                row = {"step": self.global_step, "epoch": epoch + 1, "loss": mean,
-                       "lr": scheduler.get_last_lr()[0], "eval_loss": float("nan")}
-                row.update(_mean_stats(self._rewards))
-                self.history.append(row)
-                bar.set_postfix(loss=f"{mean:.3f}")
-                window, self._rewards = [], []
-            if cfg.save_steps and self.global_step % cfg.save_steps == 0 and not last:
-                self._checkpoint(epoch, i + 1, window)
-        bar.close()
+    # ---- evaluation ----------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """``eval_loss`` and ``config.eval_metrics`` on the eval set; calls ``on_evaluate``."""
+        metrics = {"eval_loss": self.evaluate_loss(self.eval_data)}
+        if self.config.eval_metrics:
+            metrics.update(self.evaluate_metrics())
+        self.fire("on_evaluate", metrics=metrics)
+        return metrics
 
     @torch.no_grad()
     def evaluate_loss(self, data: PreparedData | None = None) -> float:
@@ -305,11 +324,10 @@ class Trainer:
         was_training = model.training
         model.eval()
         total, count = torch.zeros((), device=self.device), 0
-        dtype = resolve_precision(self.config.precision, self.device)
-        for batch in self._batches(data, shuffle=False, epoch=0):
+        for batch in self.epoch_batches(data, epoch=0, shuffle=False):
             batch.pop("index")
             tokens = int((batch["labels"] != -100).sum())
-            with autocast(self.device, dtype):
+            with autocast(self.device, self.autocast_dtype):
                 total += model.loss(**batch).float() * tokens
             count += tokens
         model.train(was_training)
@@ -323,29 +341,13 @@ class Trainer:
         families = {m for m in METRICS for name in wanted
                     if name.lower().startswith(m.lower()) or (m == "reference_free" and name in
                                                                ("distinct-1", "distinct-2", "repetition", "length"))}
-        predictions = predict(self.model, self.eval_dataset, max_new_tokens=self.config.sample_max_new_tokens)
+        predictions = predict(self.model, self.eval_dataset, max_new_tokens=self.config.sample_max_new_tokens,
+                              **self.extraction)
         scores = evaluate(predictions, references_from_dataset(self.eval_dataset), metrics=sorted(families))
         unknown = [name for name in wanted if name not in scores]
         if unknown:
             raise ValueError(f"eval_metrics {unknown} are not computed by evaluate(); it gives {sorted(scores)}")
         return {name: scores[name] for name in wanted}
-
-    def _keep_best(self, row: dict) -> None:
-        name = self.config.best_metric
-        value = row.get(name, float("nan"))
-        if not math.isfinite(value):
-            return
-        if self.best_value is None or (value < self.best_value if name == "eval_loss" else value > self.best_value):
-            self.best_value, self.best_epoch = value, row["epoch"]
-            if self.rank == 0:
-                self.model.save_pretrained(Path(self.config.output_dir) / "best")
-
-    def _print_samples(self, epoch: int) -> None:
-        frame = self.eval_dataset.frame.head(self.config.num_samples)
-        stories = self.model.generate([list(p) for p in frame["image_paths"]],
-                                      max_new_tokens=self.config.sample_max_new_tokens)
-        for story, ref in zip(stories, frame["text"]):
-            tqdm.write(f"[epoch {epoch + 1}] generated: {story}\n           reference: {ref}")
 
     # ---- results -------------------------------------------------------------------
     def history_frame(self) -> pd.DataFrame:
@@ -356,46 +358,17 @@ class Trainer:
         stories over the row's steps (NaN before ``rl_start_epoch``); under DDP, rank 0's.
         """
         columns = ["step", "epoch", "loss", "lr", "eval_loss", *self.config.eval_metrics]
-        columns += sorted({k for row in self.history for k in row} - set(columns))
-        return pd.DataFrame(self.history, columns=columns)
+        columns += sorted({k for row in self.state.history for k in row} - set(columns))
+        return pd.DataFrame(self.state.history, columns=columns)
 
     def plot_history(self, ax=None):
         """Training loss by step, eval loss at each epoch end, RL rewards (when logged) on a
-        second axis; returns the figure."""
-        import matplotlib.pyplot as plt
-        frame = self.history_frame()
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-        else:
-            fig = ax.figure
-        ax.plot(frame["step"], frame["loss"], label="train loss")
-        evals = frame.dropna(subset=["eval_loss"])
-        if len(evals):
-            ax.plot(evals["step"], evals["eval_loss"], "o-", label="eval loss")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("cross-entropy per token")
-        ax.set_title("visiontales training")
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        rewards = {"reward_sample": ("tab:green", "reward, sampled"),
-                   "reward_greedy": ("tab:red", "reward, greedy (baseline)")}
-        shown = [name for name in rewards if name in frame.columns and frame[name].notna().any()]
-        if shown:  # the RL step: what the reward did, on its own scale
-            twin = ax.twinx()
-            for name in shown:
-                rows = frame.dropna(subset=[name])
-                color, label = rewards[name]
-                twin.plot(rows["step"], rows[name], color=color, alpha=0.7, label=label)
-            twin.set_ylabel("reward")
-            more = twin.get_legend_handles_labels()
-            handles, labels = handles + more[0], labels + more[1]
-        ax.legend(handles, labels)
-        fig.tight_layout()
-        return fig
-
+        second axis; returns the figure (:func:`visiontales.plots.plot_history`)."""
+        from .plots import plot_history
+        return plot_history(self.history_frame(), ax=ax)
 
 def train_tiny_model(prefix: str = "sequence", seed: int = 0, output_dir: str | os.PathLike | None = None,
-                     train_dataset=None, eval_dataset=None, **overrides) -> "StoryModel":
+                     train_dataset=None, eval_dataset=None, **overrides) -> StoryModel:
     """The offline sample model: ``StoryModel.tiny`` trained with ``TrainingConfig.tiny()``.
 
     The one recipe behind the demo, the demo page, the quickstart, the examples and the
