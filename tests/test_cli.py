@@ -36,6 +36,78 @@ def test_help_documents_every_command_and_flag(capsys):
     assert run("--help").returncode == 0          # and as a module, in a fresh interpreter
 
 
+def test_train_help_shows_every_config_field_with_its_help(capsys, monkeypatch):
+    """The flags are generated from TrainingConfig: a new field (with its knob help) shows up
+    here with no CLI edit, and a field the generator cannot type fails this test."""
+    from dataclasses import fields
+
+    from visiontales.cli import build_parser
+    monkeypatch.setenv("COLUMNS", "1000")        # no wrapping: each help text stays on one line
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    entries = {}                                 # "--flag": its invocation and help, on one line
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+            entries[flag] = line.strip()
+        elif line.startswith("   ") and entries:    # a long invocation puts the help on the next line
+            entries[flag] += " " + line.strip()
+    for f in fields(vt.TrainingConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in entries, f"train --help has no {flag} for TrainingConfig.{f.name}"
+        assert f.metadata["help"] and f"{f.metadata['help']} (default: " in entries[flag], entries[flag]
+
+
+def test_training_flags_parse_to_the_config_types():
+    from visiontales.cli import build_parser
+    from visiontales.cli.args import training_values
+
+    def config(*argv):
+        return vt.TrainingConfig(**training_values(build_parser().parse_args(["train", *argv])))
+    assert config() == vt.TrainingConfig()       # no flags: every default, each of its own type
+    got = config("--batch-size", "4", "--lr", "1e-3", "--max-grad-norm", "none", "--no-eval-every-epoch",
+                 "--freeze-lm", "--eval-metrics", "BLEU-4", "CIDEr", "--best-metric", "CIDEr",
+                 "--cache-dir", "None", "--scheduler", "linear")
+    assert got == vt.TrainingConfig(batch_size=4, lr=1e-3, max_grad_norm=None, eval_every_epoch=False,
+                                    freeze_lm=True, eval_metrics=("BLEU-4", "CIDEr"), best_metric="CIDEr",
+                                    cache_dir=None, scheduler="linear")
+    assert config("--max-grad-norm", "0.5", "--cache-dir", "feats").max_grad_norm == 0.5
+    assert config("--cache-dir", "feats").cache_dir == "feats"
+
+
+def test_flag_generator_covers_each_field_type_and_names_one_it_cannot():
+    import argparse
+    import typing
+    from dataclasses import dataclass, field
+
+    from visiontales.cli import args as cli_args
+
+    @dataclass
+    class Knobs:
+        ratio: typing.Optional[float] = field(default=0.5, metadata={"help": "a ratio"})
+        names: typing.Tuple[str, ...] = field(default=(), metadata={"help": "names"})
+        table: dict = field(default_factory=dict, metadata={"help": "no flag for this"})
+    hints = typing.get_type_hints(Knobs)
+    p = argparse.ArgumentParser()
+    p.add_argument("--ratio", **cli_args._flag_options("ratio", hints["ratio"]))
+    p.add_argument("--names", **cli_args._flag_options("names", hints["names"]))
+    parsed = p.parse_args(["--ratio", "NONE", "--names", "a", "b"])
+    assert (parsed.ratio, parsed.names) == (None, ["a", "b"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--ratio", "half"])        # argparse's own "invalid float value"
+    with pytest.raises(TypeError, match="TrainingConfig.table: no command-line flag"):
+        cli_args._flag_options("table", hints["table"])
+
+
+def test_importing_the_cli_and_building_its_parser_stay_light():
+    code = ("import sys, visiontales.cli\nvisiontales.cli.build_parser()\n"
+            "print([m for m in ('open_clip', 'pycocoevalcap', 'gradio') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
 def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
     out = run("demo", "--tiny", "--epochs", "2", "--show", "2", "--output-dir", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -94,15 +166,23 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, c
         assert message in capsys.readouterr().err
 
 
-def test_demo_defaults_are_tiny_settings_or_the_papers_and_given_flags_win():
-    from visiontales.cli import build_parser, demo_settings
-    seen = [(a.lr, a.epochs) for a in (demo_settings(build_parser().parse_args(["demo", *argv]))
-                                        for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"]))]
-    assert seen == [(1e-3, 30), (5e-5, 7), (1e-3, 7), (1e-3, 3)]
+def test_demo_defaults_are_the_tiny_recipe_or_the_papers_and_given_flags_win():
+    from visiontales.cli import build_parser
+    from visiontales.cli.demo import demo_config
+    from visiontales.config import TINY_TRAINING
+    configs = [demo_config(build_parser().parse_args(["demo", *argv]))
+               for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"],
+                            ["--init", "m", "--batch-size", "2", "--output-dir", "x"])]
+    assert configs[0] == vt.TrainingConfig.tiny(output_dir="runs/demo")
+    assert [(c.lr, c.epochs) for c in configs] == [(TINY_TRAINING["lr"], TINY_TRAINING["epochs"]), (5e-5, 7),
+                                                  (1e-3, 7), (TINY_TRAINING["lr"], 3), (TINY_TRAINING["lr"], TINY_TRAINING["epochs"])]
+    assert {c.batch_size for c in configs[:4]} == {TINY_TRAINING["batch_size"]}   # the rest of the recipe
+    assert (configs[4].batch_size, configs[4].output_dir) == (2, "x")
 
 
 def test_generate_task_sets_the_instruction_and_captions_each_photo(tmp_path, monkeypatch, capsys):
-    from visiontales.cli import main, parse_tasks
+    from visiontales.cli import main
+    from visiontales.cli.train import parse_tasks
     from visiontales.instructions import instruction_prompt
     train = vt.sample_dataset("train").select(range(4))
     vt.StoryModel.tiny(vocab_from=train).save_pretrained(tmp_path / "m")
