@@ -166,3 +166,103 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_pat
     assert not (tmp_path / "run" / "final").exists()          # nothing bad is saved as final
     reloaded = vt.StoryModel.from_pretrained(good)               # the kept checkpoint is finite
     assert all(torch.isfinite(p).all() for p in reloaded.mapper.parameters())
+
+
+class _Recorder(vt.TrainerCallback):
+    """Writes down every hook call, with the state it saw."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_train_begin(self, trainer, state):
+        self.calls.append(("train_begin", state.step))
+
+    def on_step_end(self, trainer, state):
+        self.calls.append(("step_end", state.step))
+
+    def on_log(self, trainer, state, logs):
+        logs["seen_by_callback"] = 1.0  # on_log may add a column
+        self.calls.append(("log", logs["step"]))
+
+    def on_evaluate(self, trainer, state, metrics):
+        self.calls.append(("evaluate", round(metrics["eval_loss"], 6)))
+
+    def on_epoch_end(self, trainer, state):
+        self.calls.append(("epoch_end", state.epoch))
+
+    def on_save(self, trainer, state, path):
+        self.calls.append(("save", path.name))
+
+    def on_train_end(self, trainer, state):
+        self.calls.append(("train_end", state.step))
+
+
+def test_user_callbacks_see_every_hook_in_order(small, tmp_path):
+    recorder = _Recorder()
+    cfg = _config(tmp_path, epochs=2, log_every=2, save_every=1)  # 12 windows / 4: 3 steps an epoch
+    trainer = vt.Trainer(vt.StoryModel.tiny(vocab_from=small), small, small.select(range(4)), cfg,
+                         callbacks=[recorder])
+    history = trainer.train()
+    names = [name for name, _ in recorder.calls]
+    assert names[0] == "train_begin" and names[-1] == "train_end"
+    assert [v for n, v in recorder.calls if n == "step_end"] == [1, 2, 3, 4, 5, 6]
+    assert [v for n, v in recorder.calls if n == "log"] == [2, 3, 4, 6] == history["step"].tolist()
+    assert [v for n, v in recorder.calls if n == "epoch_end"] == [1, 2]
+    evaluated = [v for n, v in recorder.calls if n == "evaluate"]
+    assert evaluated == [round(v, 6) for v in history["eval_loss"].dropna()] and len(evaluated) == 2
+    # epoch 1 ends in a checkpoint (epoch 2's end is the final model), after its evaluation;
+    # built-in callbacks run before the user's
+    assert names.index("evaluate") < names.index("save") < names.index("epoch_end")
+    assert [v for n, v in recorder.calls if n == "save"] == ["checkpoint-step3"]
+    assert (history["seen_by_callback"] == 1.0).all()
+
+
+def test_a_checkpoint_holds_the_train_state_and_fills_the_model_in_place(small, tmp_path, monkeypatch):
+    cfg = _config(tmp_path, epochs=2, save_steps=2, save_every=0, log_every=1)
+    trainer = vt.Trainer(vt.StoryModel.tiny(vocab_from=small), small, config=cfg)
+    trainer.train()
+    checkpoint = vt.checkpoint.latest_checkpoint(cfg.output_dir)
+    resumed = vt.Trainer(vt.StoryModel.tiny(vocab_from=small, seed=1), small, config=cfg)
+    built = []
+    monkeypatch.setattr(vt.StoryModel, "__init__", lambda *a, **k: built.append(a) or 1 / 0)
+    resumed.optimizer = resumed.create_optimizer()
+    resumed.scheduler = resumed.create_scheduler(resumed.optimizer)
+    state = resumed.resume(checkpoint)
+    assert not built  # no second StoryModel was built to load the weights
+    assert (state.step, state.epoch, state.batch) == (4, 1, 1)  # 3 batches an epoch; step 4 is 1 into epoch 2
+    without_nan = [{k: v for k, v in row.items() if k != "eval_loss"} for row in trainer.state.history[:4]]
+    assert [{k: v for k, v in row.items() if k != "eval_loss"} for row in state.history] == without_nan
+    assert state.rng is not None
+    saved = vt.StoryModel.from_pretrained.__func__  # the folder's weights, now in the resumed model
+    monkeypatch.undo()
+    reference = saved(vt.StoryModel, checkpoint)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_building_training_and_seeded_generation_leave_global_state_alone(small, tmp_path):
+    import logging
+    import random
+
+    import numpy as np
+
+    root = logging.getLogger()
+    before_logging = (root.level, list(root.handlers), list(root.filters), logging.getLogger("open_clip").level)
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
+    torch_state, py_state, np_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    model = vt.StoryModel.tiny(vocab_from=small)
+    vt.Trainer(model, small, config=_config(tmp_path, epochs=1)).train()
+    stories = model.generate([list(small[0]["image_paths"])], do_sample=True, seed=1, max_new_tokens=8,
+                             progress=False)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.getstate() == py_state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+    assert (root.level, list(root.handlers), list(root.filters),
+            logging.getLogger("open_clip").level) == before_logging
+    # seeded sampling is repeatable, whatever the global stream did in between
+    torch.rand(7)
+    again = model.generate([list(small[0]["image_paths"])], do_sample=True, seed=1, max_new_tokens=8,
+                           progress=False)
+    assert again == stories
