@@ -32,14 +32,14 @@ def main() -> None:
         args.images = min(args.images, 16)
     device = device_of(args)
     model = build_model(args.quick).to(device).eval()
-    model.progress, model.num_workers, model.precision = False, args.workers, args.precision
     paths = (vt.sample_dataset("train").image_paths + vt.sample_dataset("val").image_paths)[:args.images]
     print(machine(device, args.precision), flush=True)
     pixels = torch.stack([model.preprocess(load_image(p)) for p in paths]).to(device)
 
     def library() -> int:
-        model.cache_dir = tempfile.mkdtemp()  # a fresh cache: every image is encoded
-        model.image_encoder(batch_size=64).encode(paths)
+        encoder = model.image_encoder(tempfile.mkdtemp(), batch_size=64, progress=False,  # a fresh cache:
+                                      num_workers=args.workers, precision=args.precision)  # all encoded
+        encoder.encode(paths)
         return len(paths)
 
     @torch.no_grad()

@@ -45,11 +45,10 @@ def clipcap_greedy(model, features: torch.Tensor, tokens: int) -> list[int]:
 def measure(mode: str, args) -> dict:
     device = device_of(args)
     model = build_model(args.quick).to(device).eval()
-    model.progress = False
     frame = vt.sample_dataset("val").frame.head(args.sequences)
     sequences = [list(p) for p in frame["image_paths"]]
     n = len(sequences)
-    encoder = model.image_encoder()  # one cache, loaded once, for the whole run
+    encoder = model.image_encoder(progress=False)  # one cache, loaded once, for the whole run
     features = encoder.encode([p for s in sequences for p in s]).view(n, 3, -1).to(device)
     repeats = 1 if args.quick else 3
     if mode == "clipcap":
@@ -68,7 +67,8 @@ def measure(mode: str, args) -> dict:
             return [" ".join(t.split()) for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
         # what is timed is what users get (no EOS before min_new_tokens: nothing to cut)
-        expected = model.generate(sequences[:16], max_new_tokens=args.tokens, min_new_tokens=args.tokens)
+        expected = model.generate(sequences[:16], max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+                                  progress=False)
         if stories(0, min(16, n)) != expected:
             raise SystemExit("generate_ids + decoding no longer gives StoryModel.generate's stories")
 

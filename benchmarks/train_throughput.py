@@ -86,7 +86,6 @@ def library_step_fn(model, data, device, batch_size):
 def measure(mode: str, args) -> dict:
     device = device_of(args)
     model = build_model(args.quick).to(device).train()
-    model.progress = False
     data = vt.sample_dataset("train")
     if args.quick:  # 40 windows: batches of 16, 16 and a short 8
         data = data.select(range(40))

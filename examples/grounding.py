@@ -1,7 +1,8 @@
 """The README's grounding table: do the stories name what the held-out photos show?
 
-For each seed and prefix: the tiny model trained exactly as ``tests/test_grounding.py``
-trains it (20 epochs on the shipped sample data), then greedy stories for the 90 held-out
+For each seed and prefix: the tiny model trained with the package's one offline recipe,
+``visiontales.train.train_tiny_model`` (``TrainingConfig.tiny()``: 20 epochs on the shipped
+sample data), as ``tests/test_grounding.py`` trains it, then greedy stories for the 90 held-out
 windows, scored with :mod:`visiontales.object_check` against the photos' objects, against
 chance (other albums' photos) and, for the ``sequence`` prefix, against the reversed order.
 
@@ -11,33 +12,21 @@ chance (other albums' photos) and, for the ``sequence`` prefix, against the reve
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import pandas as pd
 
 import visiontales as vt
 from visiontales.object_check import as_set, chance, in_order, truths_of
+from visiontales.train import train_tiny_model
 
 SCORES = {"sequence": in_order, "mean": as_set}  # mean pooling loses the order: score as a set
-
-
-def train_tiny(prefix: str, seed: int, output_dir: str) -> vt.StoryModel:
-    """The grounding test's recipe."""
-    train, val = vt.sample_dataset("train"), vt.sample_dataset("val")
-    model = vt.StoryModel.tiny(vocab_from=train, prefix=prefix)
-    config = vt.TrainingConfig(lr=1e-3, batch_size=8, epochs=20, warmup_steps=20, scheduler="linear",
-                               progress=False, num_samples=0, save_every=0, seed=seed,
-                               output_dir=output_dir)
-    vt.Trainer(model, train, val, config).train()
-    return model
 
 
 def grounding_row(prefix: str, seed: int) -> dict:
     val = vt.sample_dataset("val")
     truths, albums = truths_of(val), list(val.frame["album_id"])
-    model = train_tiny(prefix, seed, tempfile.mkdtemp(prefix="vt-grounding-"))
-    model.progress = False
-    stories = model.generate([list(p) for p in val.frame["image_paths"]])
+    model = train_tiny_model(prefix, seed=seed, eval_dataset=val, progress=False)
+    stories = model.generate([list(p) for p in val.frame["image_paths"]], progress=False)
     score = SCORES[prefix]
     row = {"prefix": prefix, "seed": seed, "accuracy": score(stories, truths),
            "chance": chance(score, stories, truths, albums)}
