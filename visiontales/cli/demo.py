@@ -44,7 +44,8 @@ def cmd_demo(args) -> int:
     print(f"trained {config.epochs} epochs: train loss {history['loss'].iloc[0]:.2f} -> "
           f"{history['loss'].iloc[-1]:.2f}" + (f", eval loss {last['eval_loss'].iloc[0]:.2f}" if len(last) else ""))
     frame = val.frame.drop_duplicates("photo_ids").head(args.show)
-    stories = model.generate([list(p) for p in frame["image_paths"]], num_beams=args.num_beams)
+    stories = model.generate([list(p) for p in frame["image_paths"]], num_beams=args.num_beams,
+                             precision=config.precision, progress=config.progress, cache_dir=config.cache_dir)
     for (_, row), story in zip(frame.iterrows(), stories):
         print(f"\nphotos {' '.join(row['photo_ids'])}")
         print(f"  generated: {story}")
