@@ -1,4 +1,4 @@
-"""The whole pipeline offline in about a minute: sample data, tiny model, train, tell.
+"""The whole pipeline offline in about a minute on 2 CPU cores: sample data, tiny model, train, tell.
 
     python examples/offline_quickstart.py
 """
@@ -6,8 +6,7 @@ import visiontales as vt
 
 train, val = vt.sample_dataset("train"), vt.sample_dataset("val")
 model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
-config = vt.TrainingConfig(lr=1e-3, batch_size=8, epochs=15, warmup_steps=20, scheduler="linear",
-                           output_dir="runs/offline-quickstart", num_samples=1)
+config = vt.TrainingConfig.tiny(output_dir="runs/offline-quickstart", num_samples=1)  # the tiny recipe
 history = vt.Trainer(model, train, val, config).train()
 print(history.tail())
 row = val[0]

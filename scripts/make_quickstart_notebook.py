@@ -17,7 +17,7 @@ CELLS = [
     new_code_cell(
         "import matplotlib.pyplot as plt\n"
         "import visiontales as vt\n"
-        "from visiontales.data import load_image\n\n"
+        "from visiontales.images import load_image\n\n"
         "train, val = vt.sample_dataset(\"train\"), vt.sample_dataset(\"val\")\n"
         "print(train)\n"
         "train.frame[[\"story_id\", \"photo_ids\", \"text\", \"vist_label\"]].head()"),
@@ -34,12 +34,17 @@ CELLS = [
     new_markdown_cell(
         "## Train\n"
         "`TrainingConfig()` holds the paper's defaults (AdamW, lr 5e-5, batch size 1, 7 epochs) for "
-        "pretrained GPT-2. A tiny model trained from scratch wants a larger learning rate and batch."),
+        "pretrained GPT-2. A tiny model trained from scratch wants a larger learning rate and batch: "
+        "`TrainingConfig.tiny()` is that recipe (the demo and the tests use it too); here with fewer "
+        "epochs. A callback (Hugging Face's hook names) watches the run."),
     new_code_cell(
+        "class EpochPrinter(vt.TrainerCallback):\n"
+        "    def on_evaluate(self, trainer, state, metrics):\n"
+        "        if state.epoch % 4 == 0:\n"
+        "            print(f\"epoch {state.epoch}: eval loss {metrics['eval_loss']:.2f}\")\n\n"
         "model = vt.StoryModel.tiny(vocab_from=train, prefix=\"sequence\")\n"
-        "config = vt.TrainingConfig(lr=1e-3, batch_size=8, epochs=12, warmup_steps=20, scheduler=\"linear\",\n"
-        "                           output_dir=\"runs/quickstart\", num_samples=0)\n"
-        "trainer = vt.Trainer(model, train, val, config)\n"
+        "config = vt.TrainingConfig.tiny(epochs=12, output_dir=\"runs/quickstart\")\n"
+        "trainer = vt.Trainer(model, train, val, config, callbacks=[EpochPrinter()])\n"
         "history = trainer.train()\n"
         "history.tail()"),
     new_code_cell("trainer.plot_history();"),
@@ -56,16 +61,19 @@ CELLS = [
         "assert again.generate([list(rows.iloc[0][\"image_paths\"])]) == model.generate([list(rows.iloc[0][\"image_paths\"])])\n"
         "sorted(p.name for p in __import__(\"pathlib\").Path(\"runs/quickstart/mine\").iterdir())"),
     new_markdown_cell(
-        "## Instructions and the RL step (seed 000)\n"
+        "## Instruction tuning and the RL step\n"
+        "The recipe of Lin & Chen, *Improving Visual Storytelling with Multimodal Large Language Models*. "
         "`build_instruction_dataset` turns windows into a mixture of instruction examples (story, "
         "caption, continuation, consistency, fill-in, emotion/context); each row's instruction sits "
         "between the image prefix and the target and carries no loss. `SelfCritical` adds the "
         "reinforcement term `L = L_NLL + rl_weight * L_RL` from `rl_start_epoch` on, here with a "
         "CIDEr-D reward; the history then logs the sampled and the greedy (baseline) reward."),
     new_code_cell(
-        "mixture = vt.build_instruction_dataset(train, tasks=(\"story\", \"caption\"), weights={\"story\": 2},\n"
-        "                                       max_examples=240, seed=0)\n"
-        "rl = vt.SelfCritical(vt.CiderReward(mixture), max_new_tokens=30)\n"
+        "from visiontales.instructions import build_instruction_dataset, instruction_prompt\n"
+        "from visiontales.rl import CiderReward, SelfCritical\n\n"
+        "mixture = build_instruction_dataset(train, tasks=(\"story\", \"caption\"), weights={\"story\": 2},\n"
+        "                                    max_examples=240, seed=0)\n"
+        "rl = SelfCritical(CiderReward(mixture), max_new_tokens=30)\n"
         "config = vt.TrainingConfig(lr=5e-4, batch_size=16, epochs=2, rl_weight=0.5, rl_start_epoch=1,\n"
         "                           output_dir=\"runs/quickstart-rl\", num_samples=0, log_every=5)\n"
         "tuner = vt.Trainer(model, mixture, val, config, rl=rl)\n"
@@ -74,7 +82,7 @@ CELLS = [
     new_markdown_cell("The same model now captions one photo when asked, and still tells stories for three:"),
     new_code_cell(
         "photos = list(rows.iloc[0][\"image_paths\"])\n"
-        "print(\"caption:\", model.generate([photos[:1]], prompt=vt.instruction_prompt(\"caption\"))[0])\n"
+        "print(\"caption:\", model.generate([photos[:1]], prompt=instruction_prompt(\"caption\"))[0])\n"
         "print(\"story:  \", model.generate([photos])[0])"),
     new_markdown_cell(
         "## With the real models and VIST\n"
