@@ -38,8 +38,9 @@ import torch
 
 import visiontales as vt
 from visiontales.data import sample_vocabulary
-from visiontales.metrics import evaluate, keys_for, references_from_dataset
 from visiontales.instructions import build_instruction_dataset
+from visiontales.metrics import evaluate, references_from_dataset
+from visiontales.predictions import keys_for
 from visiontales.rl import CiderReward, SelfCritical
 from visiontales.tokens import collate, encode_targets
 

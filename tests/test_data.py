@@ -1,4 +1,5 @@
-"""visiontales.data: VIST loading, windows, skips, image decoding, the shipped sample data."""
+"""visiontales.data and visiontales.images: VIST loading, windows, skips, image decoding,
+the shipped sample data."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from visiontales.data import (COLUMNS, SAMPLE_DATA_DIR, StoryDataset, UnreadableImageError,
-                              check_image, find_image, load_image, load_vist, sample_dataset,
+from visiontales.data import (COLUMNS, SAMPLE_DATA_DIR, StoryDataset, load_vist, sample_dataset,
                               sample_vocabulary)
+from visiontales.images import UnreadableImageError, check_image, find_image, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_sample_data.py"

@@ -1,4 +1,4 @@
-"""evaluate.py: agreement with pycocoevalcap, VIST normalisation, METEOR modes and
+"""metrics.py (and clipscore.py, predictions.py's keys): agreement with pycocoevalcap, VIST normalisation, METEOR modes and
 failures, the two reference protocols, reference-free scores and CLIP grounding."""
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from visiontales.clipscore import grounding_score
 from visiontales.data import sample_dataset
-from visiontales.metrics import (
-    as_frame, collapse_predictions, evaluate, grounding_score, keys_for, normalize_text,
-    prediction_keys, reference_free_scores, references_from_dataset,
-)
+from visiontales.metrics import as_frame, evaluate, reference_free_scores, references_from_dataset
+from visiontales.predictions import collapse_predictions, keys_for, prediction_keys
+from visiontales.text import normalize_text
 
 VIST_TEXT = [
     "the family got together for a cookout . they had a lot of delicious food .",

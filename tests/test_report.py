@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from visiontales.data import sample_dataset
-from visiontales.metrics import as_frame, keys_for, references_from_dataset
-from visiontales.report import image_data_url, write_report
+from visiontales.images import image_data_url
+from visiontales.metrics import as_frame, references_from_dataset
+from visiontales.predictions import keys_for
+from visiontales.report import write_report
 
 
 class _Collect(HTMLParser):

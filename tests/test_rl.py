@@ -11,8 +11,8 @@ import torch
 from pycocoevalcap.cider.cider import Cider
 
 import visiontales as vt
-from visiontales.metrics import keys_for
 from visiontales.judge import Judge, JudgeScores
+from visiontales.predictions import keys_for
 from visiontales.rl import (CiderReward, GroundingReward, JudgeReward, SelfCritical, WeightedReward,
                             prompts_from_batch, sequence_logprobs)
 from visiontales.tokens import collate, encode_targets

@@ -1,9 +1,10 @@
-"""VIST story-in-sequence (SIS) data: find and load images, cut stories into windows.
+"""VIST story-in-sequence (SIS) data: read the annotations, cut stories into windows.
 
 A VIST story is five photos of one Flickr album, one sentence each. `load_vist` orders each
 story by `worker_arranged_photo_order` and cuts it into windows of `seq_len` photos; the
 `StoryDataset` it returns has one row per window in `frame`, and what was left out, with
-the reason, in `skipped`.
+the reason, in `skipped`. Image files (finding, checking, loading) are
+:mod:`visiontales.images`'s job.
 
 >>> ds = sample_dataset("val")
 >>> ds.frame.columns.tolist()[:3]
@@ -22,138 +23,20 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from .images import candidate_names, check_image
+# Re-exported only for callers not yet switched to visiontales.images (cli, features,
+# the quickstart notebook, benchmarks, tests/test_model.py); import them from there.
+from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_image, load_image  # noqa: F401
 
 PathLike = Union[str, os.PathLike]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", "")  # "" = no extension
 SAMPLE_DATA_DIR = Path(__file__).resolve().parent / "sample_data"
 COLUMNS = ("story_id", "album_id", "window", "photo_ids", "image_paths", "sentences", "text",
            "vist_label")
 SKIPPED_COLUMNS = ("story_id", "window", "reason")
 REQUIRED_FIELDS = ("story_id", "photo_flickr_id", "worker_arranged_photo_order", "text")
-
-
-class UnreadableImageError(ValueError):
-    """An image is missing, empty, truncated, not an image, or a decompression bomb.
-
-    >>> issubclass(UnreadableImageError, ValueError)
-    True
-    """
-
-
-# ----------------------------------------------------------------------------- images
-
-def _candidate_names(photo_id: str) -> Iterator[str]:
-    """File names `<photo_id><ext>` in the order `find_image` tries them."""
-    for ext in IMAGE_EXTENSIONS:
-        yield photo_id + ext
-        if ext != ext.upper():
-            yield photo_id + ext.upper()
-
-
-def find_image(images_dir: PathLike, photo_id: str | int) -> Path | None:
-    """Return `<images_dir>/<photo_id><ext>` for the first extension in `IMAGE_EXTENSIONS`
-    (lower- then upper-case) that exists, or None.
-
-    >>> find_image(SAMPLE_DATA_DIR / "images", "no-such-photo") is None
-    True
-    """
-    for name in _candidate_names(str(photo_id)):
-        path = Path(images_dir) / name
-        if path.is_file():
-            return path
-    return None
-
-
-def _why_unreadable(exc: BaseException) -> str:
-    """A short, human reason for an exception PIL raised while opening or decoding."""
-    if isinstance(exc, Image.DecompressionBombError):
-        return f"decompression bomb ({exc})"
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image file"
-    if "truncated" in str(exc):
-        return "truncated file"
-    return f"{type(exc).__name__}: {exc}"
-
-
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-
-
-def _jpeg_is_complete(path: Path) -> bool:
-    """Is there an end-of-image marker in the last kilobyte (padding may follow it)?"""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 1024))
-        return b"\xff\xd9" in f.read()
-
-
-def _file_problem(path: Path) -> str | None:
-    if not path.is_file():
-        return "missing image"
-    return "unreadable image: empty file (0 bytes)" if path.stat().st_size == 0 else None
-
-
-def check_image(path: PathLike) -> str | None:
-    """Cheap check that `path` is a readable image: None if fine, else a short reason.
-
-    Reads the header (PIL `verify`, which also checks PNG chunk checksums); a JPEG without
-    an end marker is decoded at 1/8 scale to find truncation.
-
-    >>> check_image(SAMPLE_DATA_DIR / "no-such-file.jpg")
-    'missing image'
-    """
-    path = Path(path)
-    if problem := _file_problem(path):
-        return problem
-    try:
-        with Image.open(path) as image:
-            image_format, (width, height) = image.format, image.size
-            image.verify()
-        if image_format == "JPEG" and not _jpeg_is_complete(path):
-            with Image.open(path) as image:
-                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                image.load()
-    except _PIL_ERRORS as exc:
-        return f"unreadable image: {_why_unreadable(exc)}"
-    return None
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB; transparency is composited on white."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
-            pixels = pixels / 257.0  # 16-bit -> 8-bit: 65535 / 257 = 255
-        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-    if (image.mode == "P" and "transparency" in image.info) or image.mode == "PA":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "RGBa", "La"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
-
-
-def load_image(path: PathLike) -> Image.Image:
-    """Open and fully decode an image as RGB (first frame of a GIF, EXIF rotation applied).
-
-    Raises `UnreadableImageError` (a ValueError) naming the path when the file is missing,
-    empty, truncated, not an image, or larger than PIL's decompression-bomb limit.
-
-    >>> ds = sample_dataset("val")
-    >>> load_image(ds.image_paths[0]).mode
-    'RGB'
-    """
-    path = Path(path)
-    if problem := _file_problem(path):
-        raise UnreadableImageError(f"{path}: {problem}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
-    except _PIL_ERRORS as exc:
-        raise UnreadableImageError(f"{path}: unreadable image: {_why_unreadable(exc)}") from exc
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -377,7 +260,7 @@ def _check_images(images: Path, photo_ids: Iterable[str],
     this is I/O bound on real VIST (~200k files).
     """
     names = set(os.listdir(images))
-    paths = {pid: next((str(images / n) for n in _candidate_names(pid) if n in names), None)
+    paths = {pid: next((str(images / n) for n in candidate_names(pid) if n in names), None)
              for pid in photo_ids}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         checks = pool.map(lambda p: "missing image" if p is None else check_image(p),

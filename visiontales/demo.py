@@ -20,15 +20,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
 from PIL import Image
 
-from .data import UnreadableImageError, sample_dataset
+from .data import sample_dataset
+from .images import ImageLike, UnreadableImageError, load_rgb
 from .loading import TINY_CLIP
-from .report import load_rgb
 from .utils import require
 
 if TYPE_CHECKING:  # gradio is an optional extra, imported only when a page is built
@@ -46,8 +46,6 @@ DOWNSCALE_TO = 1024        # ...to this longest side (CLIP sees 224 px anyway)
 MODES = ("greedy", "beam search", "sampling")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 log = logging.getLogger(__name__)
-
-PhotoLike = Union[str, os.PathLike, Image.Image]
 
 
 class DemoInputError(ValueError):
@@ -76,7 +74,7 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
 
-def prepare_photos(images: Sequence[PhotoLike] | PhotoLike | None,
+def prepare_photos(images: Sequence[ImageLike] | ImageLike | None,
                    max_photos: int = MAX_PHOTOS) -> list[Image.Image]:
     """Check 1..``max_photos`` photos and load them as RGB, huge ones downscaled.
 
@@ -113,7 +111,7 @@ def prepare_photos(images: Sequence[PhotoLike] | PhotoLike | None,
 
 @torch.no_grad()
 def sentence_similarity(model: "StoryModel", sentences: Sequence[str],
-                        photos: Sequence[PhotoLike]) -> pd.DataFrame:
+                        photos: Sequence[ImageLike]) -> pd.DataFrame:
     """CLIP cosine of each sentence (rows) with each photo (columns "photo 1".."photo N")."""
     import open_clip
     columns = [f"photo {i}" for i in range(1, len(photos) + 1)]
@@ -126,7 +124,7 @@ def sentence_similarity(model: "StoryModel", sentences: Sequence[str],
                         columns=columns)
 
 
-def tell(images: Sequence[PhotoLike], model: "StoryModel", num_beams: int = 1, do_sample: bool = False,
+def tell(images: Sequence[ImageLike], model: "StoryModel", num_beams: int = 1, do_sample: bool = False,
          temperature: float = 1.0, top_p: float = 0.9, max_new_tokens: int = 60,
          instruction: str | None = None, seed: int | None = None) -> TellResult:
     """A story for photos in order (paths or PIL images), with how well it matches them.

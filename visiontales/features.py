@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -19,9 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .images import ImageLike
 from .utils import atomic_path
-
-ImageLike = Union[str, os.PathLike, Image.Image]
 
 
 def default_cache_dir() -> Path:

@@ -23,7 +23,8 @@ from typing import Hashable, Mapping, Sequence
 import pandas as pd
 
 from .judge import CRITERIA
-from .report import ImageLike, page, photos_html
+from .images import ImageLike
+from .report import page, photos_html
 from .utils import atomic_path, read_json, require, write_json
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

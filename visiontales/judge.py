@@ -33,7 +33,7 @@ from typing import Hashable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .report import ImageLike, image_data_url
+from .images import ImageLike, image_data_url
 from .utils import atomic_path
 
 CRITERIA = ("coherence", "relevance", "emotional_depth", "overall")

@@ -1,8 +1,11 @@
-"""VIST metrics (BLEU, METEOR, ROUGE-L, CIDEr), reference-free scores and CLIP grounding.
+"""VIST metrics (BLEU, METEOR, ROUGE-L, CIDEr), reference-free scores and the protocol
+that pairs predictions with references.
 
 The n-gram metrics are pycocoevalcap's own scorer classes, run on text that
 :func:`normalize_text` put in VIST's form, so numbers agree with the VIST literature.
 ``COCOEvalCap.evaluate`` is not used: it builds SPICE, which downloads 385 MB.
+CLIP grounding (CLIPScore) is :mod:`visiontales.clipscore`'s, and how predictions are
+keyed is :mod:`visiontales.predictions`'s; both are importable from here as well.
 
 >>> refs = {"1_2_3": ["we went to the beach .", "the beach was sunny ."]}
 >>> scores = evaluate({"1_2_3": "We went to the beach."}, refs, metrics=("BLEU",))
@@ -21,61 +24,16 @@ import warnings
 from typing import Hashable, Iterable, Mapping, Sequence
 
 import pandas as pd
-import torch
 
+from .clipscore import CLIPSCORE_WEIGHT, grounding_score  # noqa: F401  (visiontales.metrics.*)
 from .data import frame_of
-from .report import ImageLike, load_rgb
+from .predictions import collapse_predictions, keys_for, prediction_keys  # noqa: F401
 from .text import normalize_text
 from .utils import require
 
 METRICS = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "reference_free")
-CLIPSCORE_WEIGHT = 2.5  # Hessel et al. 2021 rescale cosines, which rarely pass 0.4, to ~[0, 1]
 
 # --- references protocol ---------------------------------------------------------------
-
-def prediction_keys(dataset, by: str = "sequence") -> list[str]:
-    """The evaluation key of every row of ``dataset.frame``, in row order.
-
-    ``by="sequence"``: the row's photo ids joined by ``_``; ``by="album"``: its album id.
-
-    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("2", "3")]})
-    >>> prediction_keys(frame), prediction_keys(frame, by="album")
-    (['1_2', '2_3'], ['a', 'a'])
-    """
-    frame = frame_of(dataset)
-    if by == "sequence":
-        return ["_".join(str(p) for p in ids) for ids in frame["photo_ids"]]
-    if by == "album":
-        return [str(a) for a in frame["album_id"]]
-    raise ValueError(f"by must be 'sequence' or 'album', got {by!r}")
-
-
-def keys_for(dataset, by: str = "sequence") -> dict[str, int]:
-    """Each evaluation key mapped to the position of its first row: generate one story per key.
-
-    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("1", "2")]})
-    >>> keys_for(frame)
-    {'1_2': 0}
-    """
-    first: dict[str, int] = {}
-    for row, key in enumerate(prediction_keys(dataset, by)):
-        first.setdefault(key, row)
-    return first
-
-
-def collapse_predictions(keys: Sequence[str], stories: Sequence[str]) -> dict[str, str]:
-    """Per-row stories -> one story per key; the first row of a key wins (as AREL did).
-
-    >>> collapse_predictions(["a", "a", "b"], ["first", "second", "third"])
-    {'a': 'first', 'b': 'third'}
-    """
-    if len(keys) != len(stories):
-        raise ValueError(f"{len(keys)} keys but {len(stories)} stories; give one story per row")
-    out: dict[str, str] = {}
-    for key, story in zip(keys, stories):
-        out.setdefault(key, story)
-    return out
-
 
 def references_from_dataset(dataset, by: str = "sequence") -> dict[str, list[str]]:
     """Reference stories per evaluation key, from the rows' ``text``.
@@ -90,8 +48,9 @@ def references_from_dataset(dataset, by: str = "sequence") -> dict[str, list[str
       five-image stories; here they are the dataset's windows, so with ``seq_len=5`` this
       is exactly AREL's setting and with shorter windows it is its window-level analogue.
 
-    Predictions must be keyed the same way: see :func:`prediction_keys`,
-    :func:`keys_for` and :func:`collapse_predictions`.
+    Predictions must be keyed the same way: see
+    :func:`~visiontales.predictions.prediction_keys`, :func:`~visiontales.predictions.keys_for`
+    and :func:`~visiontales.predictions.collapse_predictions`.
 
     >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("1", "2")],
     ...                       "text": ["one .", "two ."]})
@@ -302,58 +261,3 @@ def as_frame(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict({k: dict(v) for k, v in results.items()}, orient="index")
     frame.index.name = "system"
     return frame
-
-
-# --- grounding -------------------------------------------------------------------------
-
-@torch.no_grad()
-def grounding_score(
-    stories: Sequence[str],
-    image_sequences: Sequence[Sequence[ImageLike]],
-    clip_model: torch.nn.Module,
-    preprocess,
-    tokenizer,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-) -> list[float]:
-    """CLIPScore (Hessel et al. 2021) of each story against its own images, in [0, 2.5].
-
-    Per story: ``2.5 * max(cos(image, story), 0)`` averaged over the story's images, with
-    both embeddings L2-normalised. The text side is the whole story, not one sentence per
-    image, since a generated story need not have one sentence per photo; the tokenizer
-    cuts it to CLIP's context (77 tokens, about 55 words). ``device=None`` uses the
-    model's own device. Works with any open_clip model, its preprocess and
-    ``open_clip.get_tokenizer(name)``.
-
-    With OpenAI's CLIP (the scores mean something only with trained weights)::
-
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            "ViT-B-32-quickgelu", pretrained="openai")
-        grounding_score(["a dog ran ."], [["dog.jpg"]], model, preprocess,
-                        open_clip.get_tokenizer("ViT-B-32-quickgelu"))
-    """
-    if len(stories) != len(image_sequences):
-        raise ValueError(f"{len(stories)} stories but {len(image_sequences)} image sequences")
-    if any(len(seq) == 0 for seq in image_sequences):
-        raise ValueError("every story needs at least one image")
-    device = torch.device(device) if device is not None else next(clip_model.parameters()).device
-    was_training = clip_model.training
-    clip_model.eval()
-    try:
-        flat = [image for seq in image_sequences for image in seq]
-        image_emb = torch.cat([
-            clip_model.encode_image(torch.stack(
-                [preprocess(load_rgb(im)) for im in flat[i:i + batch_size]]).to(device)).float()
-            for i in range(0, len(flat), batch_size)])
-        text_emb = torch.cat([
-            clip_model.encode_text(tokenizer(list(stories[i:i + batch_size])).to(device)).float()
-            for i in range(0, len(stories), batch_size)])
-    finally:
-        clip_model.train(was_training)
-    image_emb = torch.nn.functional.normalize(image_emb, dim=-1)
-    text_emb = torch.nn.functional.normalize(text_emb, dim=-1)
-    story_of_image = torch.repeat_interleave(
-        torch.arange(len(stories)), torch.tensor([len(seq) for seq in image_sequences]))
-    cos = (image_emb * text_emb[story_of_image.to(device)]).sum(-1).cpu()  # (num images,)
-    clipped = CLIPSCORE_WEIGHT * cos.clamp(min=0)
-    return [float(clipped[story_of_image == i].mean()) for i in range(len(stories))]

@@ -1,18 +1,70 @@
-"""Prediction files: one story per evaluation key, as JSON lines, and how to make them.
+"""Predictions: one story per evaluation key, how the keys are made, and prediction files.
+
+A key names what one story is for: a row's photo ids joined by ``_`` (``by="sequence"``)
+or its album id (``by="album"``, AREL's protocol). Generation, the prediction files and
+:func:`visiontales.metrics.evaluate` all key stories this way, so the keys live here,
+below evaluation, and metrics imports them.
 
 A prediction file is what ``visiontales generate --out`` writes and ``visiontales
 evaluate --predictions`` reads: one JSON object per line with ``key`` (see
-:func:`visiontales.metrics.prediction_keys`), ``story`` and, for reading by people,
-``photo_ids``. A plain JSON object ``{key: story}`` is accepted too.
+:func:`prediction_keys`), ``story`` and, for reading by people, ``photo_ids``. A plain
+JSON object ``{key: story}`` is accepted too.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
-from .metrics import keys_for, prediction_keys
+from .data import frame_of
 from .utils import atomic_path
+
+
+def prediction_keys(dataset, by: str = "sequence") -> list[str]:
+    """The evaluation key of every row of ``dataset.frame``, in row order.
+
+    ``by="sequence"``: the row's photo ids joined by ``_``; ``by="album"``: its album id.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("2", "3")]})
+    >>> prediction_keys(frame), prediction_keys(frame, by="album")
+    (['1_2', '2_3'], ['a', 'a'])
+    """
+    frame = frame_of(dataset)
+    if by == "sequence":
+        return ["_".join(str(p) for p in ids) for ids in frame["photo_ids"]]
+    if by == "album":
+        return [str(a) for a in frame["album_id"]]
+    raise ValueError(f"by must be 'sequence' or 'album', got {by!r}")
+
+
+def keys_for(dataset, by: str = "sequence") -> dict[str, int]:
+    """Each evaluation key mapped to the position of its first row: generate one story per key.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"album_id": ["a", "a"], "photo_ids": [("1", "2"), ("1", "2")]})
+    >>> keys_for(frame)
+    {'1_2': 0}
+    """
+    first: dict[str, int] = {}
+    for row, key in enumerate(prediction_keys(dataset, by)):
+        first.setdefault(key, row)
+    return first
+
+
+def collapse_predictions(keys: Sequence[str], stories: Sequence[str]) -> dict[str, str]:
+    """Per-row stories -> one story per key; the first row of a key wins (as AREL did).
+
+    >>> collapse_predictions(["a", "a", "b"], ["first", "second", "third"])
+    {'a': 'first', 'b': 'third'}
+    """
+    if len(keys) != len(stories):
+        raise ValueError(f"{len(keys)} keys but {len(stories)} stories; give one story per row")
+    out: dict[str, str] = {}
+    for key, story in zip(keys, stories):
+        out.setdefault(key, story)
+    return out
 
 
 def predict(model, dataset, by: str = "sequence", **generate_kwargs) -> dict[str, str]:

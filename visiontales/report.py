@@ -13,20 +13,15 @@ True
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from pathlib import Path
-from typing import Hashable, Mapping, Sequence, Union
+from typing import Hashable, Mapping, Sequence
 
 import pandas as pd
-from PIL import Image
 
-from .data import load_image
+from .images import ImageLike, image_data_url
 from .utils import atomic_path
-
-ImageLike = Union[str, os.PathLike, Image.Image]
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -43,31 +38,6 @@ table.metrics th, table.metrics td { padding: .3rem .7rem; border-bottom: 1px so
 .story { margin: .4rem 0; } .story b { display: inline-block; min-width: 7rem; color: #1a5e9a; }
 .refs { color: #666; font-size: .9rem; margin-top: .5rem; } .refs ul { margin: .2rem 0; }
 """
-
-
-def load_rgb(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a path (via :func:`visiontales.data.load_image`, which copes
-    with VIST's odd files and names the path on failure) or from a PIL image.
-
-    >>> load_rgb(Image.new("L", (4, 4))).mode
-    'RGB'
-    """
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    return load_image(image)
-
-
-def image_data_url(image: ImageLike, max_side: int = 160, quality: int = 85) -> str:
-    """A JPEG ``data:`` URL of ``image`` (a path or PIL image), longest side <= ``max_side``.
-
-    >>> image_data_url(Image.new("RGB", (640, 480), "teal"))[:23]
-    'data:image/jpeg;base64,'
-    """
-    image = load_rgb(image)
-    image.thumbnail((max_side, max_side))  # keeps the aspect ratio, never enlarges
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _thumbnail(image: ImageLike) -> str:
