@@ -270,7 +270,7 @@ def test_ids_are_strings_and_vist_label_comes_from_albums(vist_fixture, tmp_path
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("broken.json", '{"annotations": [[{"story_id": "1",', "malformed JSON at line 1"),
+    ("broken.json", '{"annotations": [[{"story_id": "1",', "not valid JSON ("),
     ("dii.json", '{"images": [], "albums": []}', "no 'annotations' key"),
     ("list.json", '[[{"story_id": "1"}]]', "no 'annotations' key"),
 ])

@@ -12,7 +12,6 @@ the reason, in `skipped`. Image files (finding, checking, loading) are
 """
 from __future__ import annotations
 
-import json
 import operator
 import os
 from collections import Counter
@@ -29,6 +28,7 @@ from .images import candidate_names, check_image
 # Re-exported only for callers not yet switched to visiontales.images (cli, features,
 # the quickstart notebook, benchmarks, tests/test_model.py); import them from there.
 from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_image, load_image  # noqa: F401
+from .utils import read_json
 
 PathLike = Union[str, os.PathLike]
 
@@ -176,19 +176,14 @@ class StoryDataset:
 
 # ----------------------------------------------------------------------------- VIST
 
-def _read_json(path: Path) -> Any:
-    """Parse a JSON file; bad bytes or syntax become a ValueError naming the file."""
-    raw = path.read_bytes()
+def _read_annotations(path: Path) -> Any:
+    """The file's JSON via :func:`~visiontales.utils.read_json`; bytes that are not UTF-8
+    become a ValueError naming the file and the byte (VIST's files are UTF-8)."""
     try:
-        text = raw.decode("utf-8-sig")
+        return read_json(path)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                          f"{exc.start}); VIST annotation files are UTF-8 JSON") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: "
-                         f"{exc.msg}") from None
 
 
 def _storylet_problem(item: Any) -> str | None:
@@ -291,7 +286,7 @@ def load_vist(annotations: PathLike, images: PathLike, seq_len: int = 3, stride:
         raise FileNotFoundError(f"{annotations}: VIST annotations file not found")
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: image folder not found")
-    data = _read_json(annotations)
+    data = _read_annotations(annotations)
     stories: dict[str, list[dict[str, Any]]] = {}
     for storylet in _storylets(annotations, data):
         stories.setdefault(storylet["story_id"], []).append(storylet)
@@ -358,4 +353,4 @@ def sample_vocabulary() -> dict[str, Any]:
     >>> len(sample_vocabulary()["objects"])
     8
     """
-    return json.loads((SAMPLE_DATA_DIR / "vocabulary.json").read_text(encoding="utf-8"))
+    return read_json(SAMPLE_DATA_DIR / "vocabulary.json")

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .images import ImageLike, image_data_url
-from .utils import atomic_path
+from .utils import atomic_path, read_json
 
 CRITERIA = ("coherence", "relevance", "emotional_depth", "overall")
 
@@ -264,7 +264,7 @@ class OpenAICompatibleJudge(Judge):
         cache_path = self._cache_path(text, story, urls)
         if cache_path is not None and cache_path.exists():
             try:
-                return parse_scores(json.dumps(json.loads(cache_path.read_text())["scores"]))
+                return parse_scores(json.dumps(read_json(cache_path)["scores"]))
             except (ValueError, KeyError, TypeError, JudgeError):
                 pass  # a damaged cache entry is asked again, never trusted
         for attempt in range(2):  # a malformed answer gets one more chance

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import frame_of
-from .utils import atomic_path
+from .utils import atomic_path, read_json
 
 
 def prediction_keys(dataset, by: str = "sequence") -> list[str]:
@@ -116,10 +116,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("{") and "\n{" not in stripped.rstrip():
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+        data = read_json(path)
         if "key" not in data:
             return {str(k): str(v) for k, v in data.items()}
     out: dict[str, str] = {}
