@@ -181,11 +181,3 @@ def _stop_probability(model, photos, prompt, texts) -> torch.Tensor:
 
 def test_docstring_examples_run():
     assert doctest.testmod(instructions).failed == 0
-
-
-def test_instruction_and_rl_names_are_exported_at_the_top_level():
-    from visiontales import instructions, rl
-    for name in ("INSTRUCTIONS", "TASKS", "InstructionDataset", "build_instruction_dataset", "instruction_prompt"):
-        assert getattr(vt, name) is getattr(instructions, name) and name in vt.__all__
-    for name in ("SelfCritical", "CiderReward", "GroundingReward", "JudgeReward", "WeightedReward"):
-        assert getattr(vt, name) is getattr(rl, name) and name in vt.__all__

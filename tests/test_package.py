@@ -1,0 +1,72 @@
+"""The top level of the package: the core names, ``vt.evaluate`` the function, the moved
+instruction/RL names that still resolve with a warning, and an import that stays light."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import visiontales as vt
+import visiontales.metrics
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = ("StoryDataset", "load_vist", "sample_dataset", "StoryModel", "StoryModelConfig",
+        "WeightsUnavailableError", "Trainer", "TrainingConfig", "TrainState", "TrainerCallback",
+        "evaluate", "__version__")
+MOVED = [(name, "instructions") for name in ("INSTRUCTIONS", "TASKS", "InstructionDataset",
+                                             "build_instruction_dataset", "instruction_prompt")]
+MOVED += [(name, "rl") for name in ("SelfCritical", "CiderReward", "GroundingReward",
+                                    "JudgeReward", "WeightedReward")]
+
+
+def test_the_core_names_are_the_top_level():
+    assert set(CORE) <= set(vt.__all__)
+    assert all(hasattr(vt, name) for name in vt.__all__)
+    assert not {name for name, _ in MOVED} & set(vt.__all__)
+
+
+def test_evaluate_is_the_function_not_a_module():
+    assert vt.evaluate is visiontales.metrics.evaluate
+    assert importlib.util.find_spec("visiontales.evaluate") is None  # renamed to metrics
+    with warnings.catch_warnings():
+        if shutil.which("java") is None:  # METEOR is then nan, with a warning; the rest stands
+            warnings.simplefilter("ignore", RuntimeWarning)
+        scores = vt.evaluate({"1_2_3": "We went to the beach."},
+                             {"1_2_3": ["we went to the beach .", "the sea was calm ."]})
+    assert scores["BLEU-1"] == pytest.approx(100.0) and scores["n"] == 1
+    assert {"METEOR", "ROUGE-L", "CIDEr", "distinct-1"} <= set(scores)
+
+
+@pytest.mark.parametrize("name, module", MOVED)
+def test_moved_names_warn_and_still_resolve(name, module):
+    with pytest.warns(FutureWarning, match=rf"visiontales\.{name} moved: use "
+                                           rf"`from visiontales\.{module} import {name}`"):
+        old = getattr(vt, name)
+    assert old is getattr(importlib.import_module(f"visiontales.{module}"), name)
+
+
+def test_from_import_of_a_moved_name_warns_and_unknown_names_do_not_resolve():
+    with pytest.warns(FutureWarning, match="visiontales.rl import SelfCritical"):
+        from visiontales import SelfCritical
+    from visiontales.rl import SelfCritical as new
+    assert SelfCritical is new
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        vt.no_such_name
+
+
+def test_import_loads_no_metric_demo_or_clip_package():
+    """``import visiontales`` stays light: pycocoevalcap, gradio and open_clip are imported
+    where they are used (evaluation, the demo page, building a CLIP)."""
+    heavy = ("pycocoevalcap", "gradio", "open_clip")
+    code = f"import sys, visiontales; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
