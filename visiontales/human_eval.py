@@ -1,5 +1,6 @@
-"""Blind human rating: export a sheet, let people fill it, aggregate like Lin & Chen's
-Table 2 (mean per criterion and system, with a 95% interval).
+"""Blind human rating: export a sheet, let people fill it, aggregate like the human
+evaluation of the instruction tuning and RL recipe (see :mod:`visiontales.instructions`;
+its section 4.3 and Table 2): mean per criterion and system, here with a 95% interval.
 
 Per item, the systems' stories appear under letters (A, B, C...) drawn at random for
 that item, so a rater cannot learn which letter is which system; only the separate

@@ -1,4 +1,14 @@
-"""Instruction tasks (VisionTales section 3.2): one dataset of windows -> a mixture of tasks.
+"""Instruction tasks: one dataset of windows -> a mixture of tasks.
+
+The instruction tuning and RL recipe of this package is that of Lin & Chen, "Improving
+Visual Storytelling with Multimodal Large Language Models": instruction tasks (their
+section 3.2: caption generation, story continuation, character and scene consistency,
+emotion and context recognition), trained with the NLL of eq. 1 plus a reinforcement term,
+``L = L_NLL + lambda * L_RL`` (section 3.3, eq. 4), where ``L_RL`` (eq. 3) maximises a
+judge's reward (eq. 2), and rated by a rubric judge and by people (section 4.3) on
+coherence, relevance, emotional depth and overall quality. The tasks are here; the RL step
+is :mod:`visiontales.rl`, the rubric judge :mod:`visiontales.judge` and the human rating
+:mod:`visiontales.human_eval`. ``story`` (the plain task) and ``fill_in`` are ours.
 
 Each output row keeps the :class:`~visiontales.data.StoryDataset` columns and adds
 ``instruction`` (the text placed between the visual prefix and the target; ``""`` means the

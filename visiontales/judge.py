@@ -1,5 +1,7 @@
 """Rubric scores from a language-model judge: coherence, relevance, emotional depth and
-overall quality, each an integer from 1 to 10 (the rubric of Lin & Chen's Tables 1-2).
+overall quality, each an integer from 1 to 10: the evaluation rubric of the instruction
+tuning and RL recipe (see :mod:`visiontales.instructions`; its Tables 1-2), and the
+judge behind its reward of eq. 2 (:class:`visiontales.rl.JudgeReward`).
 
 Each story is judged on its own, never next to another story: judges favour whichever
 story comes first in a pairwise prompt (position bias). The prompt also says that length

@@ -1,7 +1,9 @@
-"""Reinforcement step (VisionTales eq. 2-4): self-critical sequence training and its rewards.
+"""Reinforcement step of the instruction tuning and RL recipe (see
+:mod:`visiontales.instructions`): self-critical sequence training and its rewards.
 
 :class:`SelfCritical` (Rennie et al. 2017) is the ``rl`` callable of the Trainer, which adds
-``config.rl_weight * rl(model, batch, rows)`` to the NLL (eq. 4). Per batch it samples a
+``config.rl_weight * rl(model, batch, rows)`` to the NLL: ``L = L_NLL + lambda * L_RL``
+(eq. 4), with ``L_RL`` the expected reward of sampled stories (eq. 3). Per batch it samples a
 story, decodes the greedy story as the baseline, scores both with a reward and returns the
 REINFORCE loss of the sampled tokens weighted by ``reward(sample) - reward(greedy)``: a
 sample better than what the model would say anyway is made more likely, a worse one less.
@@ -9,7 +11,8 @@ sample better than what the model would say anyway is made more likely, a worse 
 A reward is any callable ``(stories: list[str], rows: DataFrame) -> Tensor (B,)``: rows are
 the examples the stories were written for (text, photo_ids, image_paths...). Shipped:
 :class:`CiderReward` (CIDEr-D against the training references), :class:`GroundingReward`
-(CLIPScore), :class:`JudgeReward` (a rubric judge, eq. 2) and :class:`WeightedReward`.
+(CLIPScore), :class:`JudgeReward` (a rubric judge, the reward of eq. 2) and
+:class:`WeightedReward`.
 
 >>> import visiontales as vt
 >>> train = vt.sample_dataset("train")
@@ -273,7 +276,6 @@ class GroundingReward:
     >>> import visiontales as vt
     >>> val = vt.sample_dataset("val")
     >>> model = vt.StoryModel.tiny(vocab_from=val)
-    >>> model.progress = False
     >>> reward = GroundingReward(model)   # then SelfCritical(reward)
     >>> reward(["a purple balloon .", "a car ."], val.frame.head(2)).shape
     torch.Size([2])
@@ -288,7 +290,8 @@ class GroundingReward:
 
 
 class JudgeReward:
-    """A rubric judge's score (1 to 10) of each story: seed 000's eq. 2 with any judge.
+    """A rubric judge's score (1 to 10) of each story: the judge reward of eq. 2 of the
+    recipe (see :mod:`visiontales.instructions`), with any judge.
 
     ``judge`` is a :class:`visiontales.judge.Judge`, e.g. ``OpenAICompatibleJudge(url,
     "qwen2-vl")``, whose disk cache makes repeated stories free; ``criterion`` one of its
