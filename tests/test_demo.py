@@ -16,7 +16,7 @@ from conftest import require
 from PIL import Image
 
 import visiontales as vt
-from visiontales.cli_serve import add_commands, cmd_serve
+from visiontales.cli.demo import add_commands, cmd_serve
 from visiontales.demo import (DemoInputError, build_app, free_port, prepare_photos, sentence_similarity,
                               serve, split_sentences, tell)
 
@@ -31,9 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="module")
 def model():
     # untrained: fast, and the same code paths as a trained one
-    model = vt.StoryModel.tiny(vocab_from=vt.sample_dataset("train"))
-    model.progress = False
-    return model
+    return vt.StoryModel.tiny(vocab_from=vt.sample_dataset("train"))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,6 @@ if TYPE_CHECKING:  # gradio is an optional extra, imported only when a page is b
 
     from .data import StoryDataset
     from .model import StoryModel
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page never phones home
 
 MAX_PHOTOS = 8             # the model was trained on windows of 3; more than 8 strays too far
 MAX_SIDE = 4096            # larger images are downscaled, not rejected...
@@ -117,7 +114,7 @@ def sentence_similarity(model: "StoryModel", sentences: Sequence[str],
     columns = [f"photo {i}" for i in range(1, len(photos) + 1)]
     if not sentences:
         return pd.DataFrame(columns=columns, dtype=float).rename_axis("sentence")
-    image_emb = model.encode_images(photos).float().cpu()  # (N, D), L2-normalised
+    image_emb = model.encode_images(photos, progress=False).float().cpu()  # (N, D), L2-normalised
     tokens = open_clip.get_tokenizer(model.config.clip)(list(sentences)).to(model.device)
     text_emb = torch.nn.functional.normalize(model.clip.encode_text(tokens).float().cpu(), dim=-1)
     return pd.DataFrame((text_emb @ image_emb.T).numpy(), index=pd.Index(sentences, name="sentence"),
@@ -145,7 +142,7 @@ def tell(images: Sequence[ImageLike], model: "StoryModel", num_beams: int = 1, d
     prompt = instruction.strip() if instruction and instruction.strip() else None
     story = model.generate([photos], max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),
                            do_sample=do_sample, top_p=top_p, temperature=temperature,
-                           prompt=prompt, seed=seed)[0]
+                           prompt=prompt, seed=seed, progress=False)[0]
     sentences = split_sentences(story)
     grounding = model.grounding([story], [photos])[0]
     return TellResult(story, sentences, sentence_similarity(model, sentences, photos), grounding)
@@ -263,7 +260,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
         # Gradio 6 moved theme/css to launch() but still honours them here; 4 and 5 need them here
         warnings.simplefilter("ignore", UserWarning)
         font = ["ui-sans-serif", "system-ui", "sans-serif"]  # no web fonts: the page works offline
-        app = gr.Blocks(title="visiontales", theme=gr.themes.Soft(font=font, font_mono=["monospace"]),
+        app = gr.Blocks(title="visiontales", analytics_enabled=False,  # never phones home
+                        theme=gr.themes.Soft(font=font, font_mono=["monospace"]),
                         css="#story textarea {font-size: 1.1rem; line-height: 1.5}")
     with app:
         gr.Markdown(INTRO.format(max=max_photos, lm=model.config.lm, clip=model.config.clip,
@@ -325,19 +323,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def train_tiny_model(epochs: int = 6) -> "StoryModel":
-    """The offline sample model: tiny CLIP + GPT-2 trained briefly on the shipped data."""
-    from .model import StoryModel
-    from .train import Trainer, TrainingConfig
-    train = sample_dataset("train")
-    model = StoryModel.tiny(vocab_from=train, prefix="sequence")
-    with tempfile.TemporaryDirectory(prefix="visiontales-serve-") as tmp:
-        config = TrainingConfig(lr=1e-3, batch_size=16, epochs=epochs, progress=True, num_samples=0,
-                                save_every=0, output_dir=tmp)
-        Trainer(model, train, config=config).train()
-    return model
-
-
 def serve(model: "StoryModel | None" = None, model_dir: str | os.PathLike | None = None,
           tiny: bool = False, sample: bool = False, port: int | None = None, host: str = "127.0.0.1",
           open_browser: bool = False, block: bool = True) -> "gradio.Blocks":
@@ -356,6 +341,7 @@ def serve(model: "StoryModel | None" = None, model_dir: str | os.PathLike | None
             from .model import StoryModel
             model = StoryModel.from_pretrained(model_dir)
         elif tiny or sample:
+            from .train import train_tiny_model
             print("training the tiny model on the shipped data (a few minutes on a CPU)...", flush=True)
             model = train_tiny_model()
         else:
