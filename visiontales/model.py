@@ -333,7 +333,7 @@ class StoryModel(nn.Module):
         """CLIPScore of each story against its images, with this model's CLIP (0 to 2.5)."""
         import open_clip
 
-        from .metrics import grounding_score
+        from .clipscore import grounding_score
         return grounding_score(stories, image_sequences, self.clip, self.preprocess,
                                open_clip.get_tokenizer(self.config.clip))
 
