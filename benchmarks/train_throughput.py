@@ -27,7 +27,7 @@ from common import (benchmark_parser, build_model, count_flops, device_of, machi
 
 import visiontales as vt
 from visiontales.batching import collate_batch
-from visiontales.data import load_image
+from visiontales.images import load_image
 from visiontales.precision import autocast, resolve_precision
 from visiontales.tokens import collate, encode_targets
 

@@ -1,4 +1,5 @@
-"""Ablations in the manner of VisionTales' Table 3, on the shipped sample data with tiny models.
+"""Ablations in the manner of Table 3 of Lin & Chen's instruction tuning and RL recipe
+(see :mod:`visiontales.instructions`), on the shipped sample data with tiny models.
 
     python examples/ablation.py --quick    # under a minute: a smoke run, its numbers mean little
     python examples/ablation.py            # 20 epochs, one seed: about 15 minutes on 2 CPU cores
@@ -106,7 +107,6 @@ def run_variant(name: str, args, train, mixture, val, vocab: list[str]) -> dict[
     instructions, use_rl, prefix, freeze_lm = VARIANTS[name]
     data = mixture if instructions else train
     model = make_model(args, vocab, prefix)
-    model.progress = False
     if freeze_lm and args.lm == "tiny":
         pretrain_lm(model, data, args)
     config = vt.TrainingConfig(
@@ -118,7 +118,8 @@ def run_variant(name: str, args, train, mixture, val, vocab: list[str]) -> dict[
     vt.Trainer(model, data, config=config, rl=rl).train()
     first = list(keys_for(val).values())  # one story per photo sequence
     frame = val.frame.iloc[first]
-    stories = model.generate([list(p) for p in frame["image_paths"]], max_new_tokens=args.max_new_tokens)
+    stories = model.generate([list(p) for p in frame["image_paths"]], max_new_tokens=args.max_new_tokens,
+                             progress=False)
     metrics = ("BLEU", "ROUGE-L", "CIDEr") if args.quick else ("BLEU", "METEOR", "ROUGE-L", "CIDEr")
     scores = evaluate(dict(zip(keys_for(val), stories)), references_from_dataset(val), metrics=metrics)
     truths = list(frame["sentences"])
@@ -136,7 +137,7 @@ def run_seed(args, seed: int, train, val) -> dict[str, dict[str, float]]:
                                         seed=seed)
     vocab = list(mixture.texts) + list(mixture.frame["instruction"])  # one tokenizer for all
     # encode every photo once up front, so the first variant's time is not the encoder's
-    make_model(args, vocab, "sequence").encode_images(train.image_paths + val.image_paths)
+    make_model(args, vocab, "sequence").encode_images(train.image_paths + val.image_paths, progress=False)
     print(f"seed {seed}: train {len(train)} windows, mixture {len(mixture)} rows "
           f"{mixture.frame['task'].value_counts().to_dict()}; val {len(val)} windows", flush=True)
     results = {}

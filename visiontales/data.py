@@ -25,10 +25,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .images import candidate_names, check_image
-# Re-exported only for callers not yet switched to visiontales.images (cli/generate.py,
-# features.py, the quickstart notebook and its script, examples/generate_folder.py,
-# benchmarks, tests/test_model.py); import them from there, then drop this line.
-from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_image, load_image  # noqa: F401
 from .utils import read_json
 
 PathLike = Union[str, os.PathLike]

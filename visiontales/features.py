@@ -198,7 +198,7 @@ class ImageEncoder:
         self.num_workers = num_workers
         self.precision = precision
         if load_image is None:
-            from .data import load_image as load_image
+            from .images import load_image as load_image
         self.load_image = load_image
 
     @torch.inference_mode()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _image_sequences(args) -> list[list[str]]:
     if args.folder:
-        from ..data import IMAGE_EXTENSIONS
+        from ..images import IMAGE_EXTENSIONS
         folder = Path(args.folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such folder")
