@@ -43,12 +43,17 @@ def _open_clip():
     return open_clip
 
 
-class _OpenClipErrors(logging.Filter):
-    """Drops open_clip's own log lines about a failed download (it logs on the root
-    logger); :func:`_unavailable` says the same in one sentence with what to do."""
+class _OpenClipNoise(logging.Filter):
+    """Drops open_clip's own log lines (it logs on the root logger) that say what we say
+    better: a failed download (:func:`_unavailable` gives one sentence with what to do) and,
+    for a model built without weights on purpose, "No pretrained weights loaded"."""
+
+    def __init__(self, random_on_purpose: bool):
+        super().__init__()
+        self.level = logging.WARNING if random_on_purpose else logging.ERROR
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and "open_clip" in record.pathname)
+        return not (record.levelno >= self.level and "open_clip" in record.pathname)
 
 
 def needs_quick_gelu(name: str, pretrained: str | None) -> bool:
@@ -68,7 +73,7 @@ def load_clip(name: str, pretrained: str | None, cache_dir: str | None = None):
     """
     open_clip = _open_clip()
     quick_gelu = needs_quick_gelu(name, pretrained)
-    quiet = _OpenClipErrors()
+    quiet = _OpenClipNoise(random_on_purpose=pretrained is None)
     logging.getLogger().addFilter(quiet)  # for this call only; levels and handlers stay the caller's
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
