@@ -6,7 +6,7 @@ VIST stories. Quickstart, offline::
     import visiontales as vt
     train = vt.sample_dataset("train")
     model = vt.StoryModel.tiny(vocab_from=train)
-    history = vt.Trainer(model, train, config=vt.TrainingConfig(lr=1e-3, batch_size=8)).train()
+    history = vt.Trainer(model, train, config=vt.TrainingConfig.tiny()).train()
     print(model.generate([list(train[0]["image_paths"])])[0])
 
 The top level holds the core only: data, model, training (with its callbacks and the
