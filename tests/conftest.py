@@ -1,14 +1,20 @@
-"""Shared fixtures: small VIST-format datasets written to disk (real JSON, real images)."""
+"""Shared fixtures: small VIST-format datasets written to disk (real JSON, real images), the
+`require` check for tools outside Python, one torch thread for tiny models.
+
+Test modules take these as fixtures; none imports this file or another test module.
+"""
 from __future__ import annotations
 
 import json
 import os
 import random
+import subprocess
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 # Tests never touch the network: set before transformers/huggingface_hub are imported.
@@ -16,15 +22,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def require(condition: object, reason: str) -> None:
-    """Skip the calling test unless `condition` holds; fail it instead under CI.
-
-    For tests that need something outside the Python environment (Chromium, Java) or an
-    optional extra (gradio). `.ci/run` sets VISIONTALES_REQUIRE_ALL=1, so a missing tool
-    there is a red test, not a quiet skip; a developer without it still gets a skip.
-
-        require(shutil.which("java"), "METEOR needs Java (apt-get install default-jre-headless)")
-    """
+def _require(condition: object, reason: str) -> None:
     __tracebackhide__ = True  # report the skip or failure at the caller's line
     if condition:
         return
@@ -32,6 +30,57 @@ def require(condition: object, reason: str) -> None:
         pytest.fail(f"{reason} (VISIONTALES_REQUIRE_ALL=1: required here, not skipped)",
                     pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require():
+    """`require(condition, reason)`: skip the calling test unless `condition` holds; fail it
+    instead under CI.
+
+    For tests that need something outside the Python environment (Chromium, Java) or an
+    optional extra (gradio). `.ci/run` sets VISIONTALES_REQUIRE_ALL=1, so a missing tool
+    there is a red test, not a quiet skip; a developer without it still gets a skip.
+
+        def test_meteor(require):
+            require(shutil.which("java"), "METEOR needs Java (apt-get install default-jre-headless)")
+    """
+    return _require
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's tests: tiny models run faster on one, and far faster
+    when other jobs share the cores. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`cli(*args, cwd=...)`: the `visiontales` command run in this interpreter from `cwd`,
+    returning its exit code and output as a `subprocess.CompletedProcess`.
+
+    For a command's behaviour; a fresh `python -m visiontales` costs seconds of imports
+    (torch, open_clip), so each command family keeps one test that starts one."""
+    from visiontales.cli import main
+
+    def run_here(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+    return run_here
+
+
+@pytest.fixture(scope="session")
+def gpt2_tok():
+    """GPT-2's real tokenizer, offline (``tokens.gpt2_tokenizer``): built once, as converting
+    its 50k BPE ranks takes seconds."""
+    from visiontales.tokens import gpt2_tokenizer
+    return gpt2_tokenizer()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -44,7 +93,7 @@ IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", "": "JPEG", ".png": "PNG", ".g
                  ".bmp": "BMP"}
 
 
-def make_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = None, *,
+def _write_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = None, *,
               albums: dict[str, str] | None = None, image_exts: dict[str, str] | None = None,
               missing: tuple[str, ...] = (), shuffle: bool = True, seed: int = 0,
               filename: str = "sis.json", image_size: int = 32) -> tuple[Path, Path]:
@@ -63,7 +112,7 @@ def make_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = None,
     Every written image is a real, valid file of `image_size` pixels whose colour depends on
     the photo id. Damage them afterwards to test skips; edit the JSON to drop fields.
 
-        ann, images = make_vist(tmp_path, [[{"text": "hi ."}] * 3])
+        ann, images = make_vist(tmp_path, [[{"text": "hi ."}] * 3])   # the fixture below
         ds = visiontales.data.load_vist(ann, images, progress=False)
     """
     tmp_path = Path(tmp_path)
@@ -106,12 +155,13 @@ def make_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = None,
     return path, images_dir
 
 
-@pytest.fixture
-def vist_fixture():
-    """The `make_vist(tmp_path, stories=None, ...)` factory: writes a VIST SIS JSON plus real
-    image files and returns (annotations_path, images_dir). See `make_vist` for options.
+@pytest.fixture(scope="session")
+def make_vist():
+    """The `make_vist(tmp_path, stories=None, ...)` writer: a VIST SIS JSON plus real image
+    files; returns (annotations_path, images_dir). A plain function, safe to share between
+    hypothesis examples. See `_write_vist` for the options.
 
-        def test_x(vist_fixture, tmp_path):
-            ann, images = vist_fixture(tmp_path)
+        def test_x(make_vist, tmp_path):
+            ann, images = make_vist(tmp_path)
     """
-    return make_vist
+    return _write_vist

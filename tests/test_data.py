@@ -35,11 +35,11 @@ def story_ids(i: int) -> list[str]:
 
 # ----------------------------------------------------------------------------- grouping, windows
 
-def test_groups_by_story_and_orders_by_worker_order_not_file_order(vist_fixture, tmp_path):
+def test_groups_by_story_and_orders_by_worker_order_not_file_order(make_vist, tmp_path):
     orders = [3, 0, 4, 1, 2]
     stories = [[{"worker_arranged_photo_order": o, "photo_flickr_id": f"{i}00{o}",
                  "text": f"s{i} o{o} ."} for o in orders] for i in range(1, 4)]
-    ann, images = vist_fixture(tmp_path, stories)
+    ann, images = make_vist(tmp_path, stories)
     in_file = [(s["story_id"], s["worker_arranged_photo_order"])
                for [s] in json.loads(ann.read_text())["annotations"]]
     assert in_file != sorted(in_file)  # the file really is shuffled
@@ -56,8 +56,8 @@ def test_groups_by_story_and_orders_by_worker_order_not_file_order(vist_fixture,
 @pytest.mark.parametrize("seq_len, stride, starts", [
     (3, 1, [0, 1, 2]), (3, 2, [0, 2]), (5, 1, [0]), (1, 2, [0, 2, 4]), (2, 3, [0, 3]),
     (4, 5, [0])])
-def test_windows(vist_fixture, tmp_path, seq_len, stride, starts):
-    ann, images = vist_fixture(tmp_path)
+def test_windows(make_vist, tmp_path, seq_len, stride, starts):
+    ann, images = make_vist(tmp_path)
     ds = load(ann, images, seq_len=seq_len, stride=stride)
     assert len(ds) == 3 * len(starts) and ds.skipped.empty
     for i, (story_id, rows) in enumerate(ds.frame.groupby("story_id", sort=True)):
@@ -68,9 +68,9 @@ def test_windows(vist_fixture, tmp_path, seq_len, stride, starts):
                                         for k in range(start, start + seq_len))
 
 
-def test_text_strips_each_sentence_and_joins_with_one_space(vist_fixture, tmp_path):
+def test_text_strips_each_sentence_and_joins_with_one_space(make_vist, tmp_path):
     texts = ["  we went out . ", "\tit rained .\n", "the end ."]
-    ann, images = vist_fixture(tmp_path, [[{"text": t} for t in texts]])
+    ann, images = make_vist(tmp_path, [[{"text": t} for t in texts]])
     row = load(ann, images)[0]
     assert row["sentences"] == ("we went out .", "it rained .", "the end .")
     assert row["text"] == "we went out . it rained . the end ."
@@ -80,10 +80,10 @@ def test_text_strips_each_sentence_and_joins_with_one_space(vist_fixture, tmp_pa
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6),
        seq_len=st.integers(1, 6), stride=st.integers(1, 4))
-def test_window_count_property(vist_fixture, tmp_path_factory, lengths, seq_len, stride):
-    # vist_fixture is a plain function, safe to share between examples; each gets a folder
+def test_window_count_property(make_vist, tmp_path_factory, lengths, seq_len, stride):
+    # make_vist is a plain function, safe to share between examples; each gets a folder
     stories = [[{"photo_flickr_id": str(k)} for k in range(n)] for n in lengths]
-    ann, images = vist_fixture(tmp_path_factory.mktemp("prop"), stories, image_size=8)
+    ann, images = make_vist(tmp_path_factory.mktemp("prop"), stories, image_size=8)
     ds = load(ann, images, seq_len=seq_len, stride=stride)
     assert len(ds) == sum(max(0, (n - seq_len) // stride + 1) for n in lengths)
     assert len(ds.skipped) == sum(n < seq_len for n in lengths)
@@ -108,8 +108,8 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("reason", list(DAMAGE))
-def test_bad_image_skips_only_its_windows(vist_fixture, tmp_path, reason):
-    ann, images = vist_fixture(tmp_path)
+def test_bad_image_skips_only_its_windows(make_vist, tmp_path, reason):
+    ann, images = make_vist(tmp_path)
     bad = story_ids(0)[4]
     DAMAGE[reason](find_image(images, bad))
     ds = load(ann, images)
@@ -120,8 +120,8 @@ def test_bad_image_skips_only_its_windows(vist_fixture, tmp_path, reason):
     assert skip["reason"].startswith(reason) and bad in skip["reason"]
 
 
-def test_bad_image_in_the_middle_skips_every_window_holding_it(vist_fixture, tmp_path):
-    ann, images = vist_fixture(tmp_path)
+def test_bad_image_in_the_middle_skips_every_window_holding_it(make_vist, tmp_path):
+    ann, images = make_vist(tmp_path)
     find_image(images, story_ids(1)[2]).write_bytes(b"")
     ds = load(ann, images)
     assert sorted(set(ds.frame["story_id"])) == ["1000", "1002"] and len(ds) == 6
@@ -129,9 +129,9 @@ def test_bad_image_in_the_middle_skips_every_window_holding_it(vist_fixture, tmp
                                                                    ["1001", 2]]
 
 
-def test_empty_sentence_skips_its_windows(vist_fixture, tmp_path):
+def test_empty_sentence_skips_its_windows(make_vist, tmp_path):
     stories = [[{}, {"text": "   "}, {}, {}, {}], [{}] * 5]
-    ann, images = vist_fixture(tmp_path, stories)
+    ann, images = make_vist(tmp_path, stories)
     ds = load(ann, images)
     assert ds.frame["story_id"].tolist() == ["1000", "1001", "1001", "1001"]
     assert ds.frame["window"].tolist()[0] == 2
@@ -146,8 +146,8 @@ def test_empty_sentence_skips_its_windows(vist_fixture, tmp_path):
     ([{"worker_arranged_photo_order": o} for o in (0, 1, 3, 4)],
      "missing worker_arranged_photo_order 2"),
 ])
-def test_whole_story_skips(vist_fixture, tmp_path, story, reason):
-    ann, images = vist_fixture(tmp_path, [[{}] * 5, story, [{}] * 5])
+def test_whole_story_skips(make_vist, tmp_path, story, reason):
+    ann, images = make_vist(tmp_path, [[{}] * 5, story, [{}] * 5])
     ds = load(ann, images)
     assert len(ds) == 6 and "1001" not in set(ds.frame["story_id"])
     assert ds.skipped.to_dict("records") == [{"story_id": "1001", "window": -1, "reason": reason}]
@@ -247,9 +247,9 @@ def test_find_image_tries_every_extension(tmp_path):
     assert find_image(tmp_path, "9") is None
 
 
-def test_load_vist_with_mixed_extensions(vist_fixture, tmp_path):
+def test_load_vist_with_mixed_extensions(make_vist, tmp_path):
     exts = dict(zip(story_ids(0), ["", ".png", ".gif", ".jpeg", ".BMP"]))
-    ann, images = vist_fixture(tmp_path, [[{}] * 5], image_exts=exts)
+    ann, images = make_vist(tmp_path, [[{}] * 5], image_exts=exts)
     row = load(ann, images, seq_len=5)[0]
     assert [Path(p).name for p in row["image_paths"]] == [pid + ext for pid, ext in exts.items()]
     assert all(Path(p).is_absolute() for p in row["image_paths"])
@@ -258,10 +258,10 @@ def test_load_vist_with_mixed_extensions(vist_fixture, tmp_path):
 
 # ----------------------------------------------------------------------------- JSON errors
 
-def test_ids_are_strings_and_vist_label_comes_from_albums(vist_fixture, tmp_path):
+def test_ids_are_strings_and_vist_label_comes_from_albums(make_vist, tmp_path):
     stories = [[{"story_id": 7, "album_id": 55, "photo_flickr_id": 900 + k} for k in range(3)],
                [{"story_id": 8, "album_id": 56} for _ in range(3)]]
-    ann, images = vist_fixture(tmp_path, stories, albums={55: "beach"})
+    ann, images = make_vist(tmp_path, stories, albums={55: "beach"})
     ds = load(ann, images)
     assert ds.frame["story_id"].tolist() == ["7", "8"]
     assert ds.frame["album_id"].tolist() == ["55", "56"]
@@ -283,8 +283,8 @@ def test_unusable_json_names_the_file(tmp_path, name, content, message):
 
 @pytest.mark.parametrize("field", ["story_id", "photo_flickr_id", "worker_arranged_photo_order",
                                    "text"])
-def test_missing_field_names_file_field_and_index(vist_fixture, tmp_path, field):
-    ann, images = vist_fixture(tmp_path)
+def test_missing_field_names_file_field_and_index(make_vist, tmp_path, field):
+    ann, images = make_vist(tmp_path)
     data = json.loads(ann.read_text())
     del data["annotations"][3][0][field]
     ann.write_text(json.dumps(data))
@@ -292,8 +292,8 @@ def test_missing_field_names_file_field_and_index(vist_fixture, tmp_path, field)
         load(ann, images)
 
 
-def test_bad_order_value_and_non_utf8_bytes(vist_fixture, tmp_path):
-    ann, images = vist_fixture(tmp_path)
+def test_bad_order_value_and_non_utf8_bytes(make_vist, tmp_path):
+    ann, images = make_vist(tmp_path)
     data = json.loads(ann.read_text())
     data["annotations"][0][0]["worker_arranged_photo_order"] = "first"
     ann.write_text(json.dumps(data))
@@ -305,8 +305,8 @@ def test_bad_order_value_and_non_utf8_bytes(vist_fixture, tmp_path):
     assert not isinstance(info.value, UnicodeDecodeError)
 
 
-def test_missing_paths_and_bad_arguments(vist_fixture, tmp_path):
-    ann, images = vist_fixture(tmp_path)
+def test_missing_paths_and_bad_arguments(make_vist, tmp_path):
+    ann, images = make_vist(tmp_path)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load(tmp_path / "nope.json", images)
     with pytest.raises(FileNotFoundError, match="no_images"):
@@ -318,8 +318,8 @@ def test_missing_paths_and_bad_arguments(vist_fixture, tmp_path):
 
 # ----------------------------------------------------------------------------- StoryDataset
 
-def test_dataset_protocol(vist_fixture, tmp_path):
-    ann, images = vist_fixture(tmp_path, missing=(story_ids(2)[0],))
+def test_dataset_protocol(make_vist, tmp_path):
+    ann, images = make_vist(tmp_path, missing=(story_ids(2)[0],))
     ds = load(ann, images)
     assert list(ds.frame.columns) == list(COLUMNS) == [
         "story_id", "album_id", "window", "photo_ids", "image_paths", "sentences", "text",

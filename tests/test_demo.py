@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require
 from PIL import Image
 
 import visiontales as vt
@@ -108,7 +107,7 @@ def test_instruction_replaces_the_prompt(model, photos, monkeypatch):
 # ----------------------------------------------------------------------------- the app
 
 @pytest.fixture(scope="module")
-def server(model):
+def server(model, require):
     require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     app = build_app(model)
     port = free_port()
@@ -160,7 +159,7 @@ def test_client_reorders_photos(server, photos):
     assert order == "1,1,7" and "Cannot reorder" in status
 
 
-def test_serve_prints_the_url_and_answers(model, capsys):
+def test_serve_prints_the_url_and_answers(model, capsys, require):
     require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     import httpx
     app = serve(model=model, block=False)
@@ -193,7 +192,7 @@ def test_gradio_stays_optional(monkeypatch):
 
 # ----------------------------------------------------------------------------- the browser
 
-def test_browser_uploads_three_photos_and_reads_the_story(server, photos):
+def test_browser_uploads_three_photos_and_reads_the_story(server, photos, require):
     chromium = shutil.which("chromium")
     require(chromium, "Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
     require(importlib.util.find_spec("playwright"), "the browser test needs playwright (pip install playwright)")

@@ -17,21 +17,15 @@ SENTENCES = ["[female] brought a cake and we were excited .",
              "it was a fun and happy day ."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is faster, and far faster when other jobs share the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture
-def windows(vist_fixture, tmp_path):
+def windows(make_vist, tmp_path):
     """Story 0: four photos (30000..30003) with the sentences above, at a birthday party;
     story 1: three photos (30100..30102), "story 1 sentence k .", no name, no emotion."""
     stories = [[{"text": s} for s in SENTENCES], [{}] * 3]
-    ann, images = vist_fixture(tmp_path, stories, albums={"2000": "birthday_party", "2001": "beach"})
+    ann, images = make_vist(tmp_path, stories, albums={"2000": "birthday_party", "2001": "beach"})
     return load_vist(ann, images, seq_len=3, progress=False)  # windows: 0-2, 1-3 and story 1
 
 

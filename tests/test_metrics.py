@@ -12,7 +12,6 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
-from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -49,8 +48,9 @@ REFERENCES = {
 }
 
 
-def require_java():
-    __tracebackhide__ = True
+@pytest.fixture
+def java(require):
+    """METEOR runs a Java jar: the test skips without one (fails under VISIONTALES_REQUIRE_ALL=1)."""
     require(shutil.which("java"), "METEOR runs a Java jar: install a JRE "
                                   "(Debian: apt-get install default-jre-headless)")
 
@@ -61,9 +61,8 @@ def ours():
     return evaluate(PREDICTIONS, REFERENCES)
 
 
-def test_metrics_match_pycocoevalcap(ours):
+def test_metrics_match_pycocoevalcap(ours, java):
     """evaluate() next to pycocoevalcap's scorers called directly, on normalised text."""
-    require_java()
     gts = {k: [normalize_text(r) for r in refs] for k, refs in REFERENCES.items()}
     res = {k: [normalize_text(p)] for k, p in PREDICTIONS.items()}
     meteor = Meteor()
@@ -133,8 +132,7 @@ def test_java_that_fails_to_start_gives_nan_and_one_warning(monkeypatch, tmp_pat
     assert len(caught) == 1 and "METEOR" in str(caught[0].message)
 
 
-def test_meteor_hter_mode_is_sane():
-    require_java()
+def test_meteor_hter_mode_is_sane(java):
     perfect = {k: refs[0] for k, refs in REFERENCES.items()}
     scores = evaluate(perfect | {"4_5_6": PREDICTIONS["4_5_6"]}, REFERENCES,
                       metrics=("METEOR",), meteor_mode="hter")

@@ -17,10 +17,8 @@ from visiontales.rl import (CiderReward, GroundingReward, JudgeReward, SelfCriti
                             prompts_from_batch, sequence_logprobs)
 from visiontales.tokens import collate, encode_targets
 
-import test_instructions
-
 ROOT = Path(__file__).resolve().parents[1]
-_one_thread = test_instructions._one_thread  # the same autouse fixture: tiny models, one thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")
