@@ -4,6 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import visiontales as vt
+from visiontales.images import load_image
 from visiontales.tokens import collate, encode_targets
 
 
@@ -70,7 +71,6 @@ def test_generation_modes(model, data):
 
 
 def test_generate_accepts_pil_images_and_rejects_flat_lists(model, data):
-    from visiontales.data import load_image
     paths = list(data[0]["image_paths"])
     from_pil = model.generate([[load_image(p) for p in paths]], max_new_tokens=8)
     assert from_pil == model.generate([paths], max_new_tokens=8)

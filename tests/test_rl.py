@@ -29,7 +29,6 @@ def rows():
 @pytest.fixture
 def model(rows):
     model = vt.StoryModel.tiny(vocab_from=list(rows["text"]), prefix="sequence")
-    model.progress = False
     return model.eval()  # no dropout: log-probabilities are repeatable
 
 
@@ -37,7 +36,7 @@ def _batch(model, frame):
     """The batch the Trainer would build for these rows."""
     examples = encode_targets(model.tokenizer, model.prompt_ids(), frame["text"])
     batch = collate(examples, model.tokenizer.eos_token_id)
-    batch["features"] = torch.stack([model.encode_images(list(p)) for p in frame["image_paths"]])
+    batch["features"] = torch.stack([model.encode_images(list(p), progress=False) for p in frame["image_paths"]])
     return batch
 
 
@@ -157,7 +156,6 @@ def test_grounding_judge_and_weighted_rewards(model, rows):
 def test_trainer_logs_the_rewards_from_rl_start_epoch_on(tmp_path):
     train = vt.sample_dataset("train").select(range(8))
     model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
-    model.progress = False
     seen = []  # (sample reward, greedy reward) per step, in calling order
 
     def counting(stories, rows):
@@ -190,7 +188,6 @@ def test_resuming_mid_row_with_rl_gives_the_same_rewards_and_weights(tmp_path):
 
     def run(name, resume_from=None):
         model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
-        model.progress = False
         config = vt.TrainingConfig(lr=1e-3, batch_size=2, epochs=2, log_every=2, save_steps=3, save_every=0,
                                    keep_checkpoints=10, rl_weight=0.5, progress=False, num_samples=0,
                                    output_dir=str(tmp_path / name))
@@ -215,8 +212,9 @@ def test_rl_with_a_toy_reward_raises_it_on_held_out_photos(tmp_path):
     sequences = [list(val.frame["image_paths"].iloc[i]) for i in keys_for(val).values()]
 
     def held_out_reward(model):
-        greedy = balloons(model.generate(sequences, max_new_tokens=30)).mean().item()
-        sampled = model.generate(sequences * 4, max_new_tokens=30, do_sample=True, top_p=1.0, seed=0)
+        greedy = balloons(model.generate(sequences, max_new_tokens=30, progress=False)).mean().item()
+        sampled = model.generate(sequences * 4, max_new_tokens=30, do_sample=True, top_p=1.0, seed=0,
+                                 progress=False)
         return greedy, balloons(sampled).mean().item()  # the expected reward, which RL maximises
 
     def config(name, **kw):
@@ -224,7 +222,6 @@ def test_rl_with_a_toy_reward_raises_it_on_held_out_photos(tmp_path):
                                            save_every=0, seed=3, output_dir=str(tmp_path / name)), **kw})
 
     model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
-    model.progress = False
     vt.Trainer(model, train, val, config("nll-first")).train()
     before = held_out_reward(model)
     nll_only, with_rl = copy.deepcopy(model), copy.deepcopy(model)
