@@ -31,14 +31,21 @@ def _images(tmp_path, n=3):
     return paths
 
 
-def test_second_run_reads_the_cache(encoder, tmp_path):
+def _another(encoder, tmp_path, **options) -> ImageEncoder:
+    """A second encoder over the same CLIP and cache folder, as a later run builds one."""
+    return ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test", cache_dir=tmp_path / "cache",
+                        progress=False, **options)
+
+
+@pytest.mark.parametrize("options", [{}, {"precision": "bf16"}, {"precision": "auto"}, {"num_workers": 2}],
+                         ids=["fp32", "bf16", "auto", "workers"])
+def test_second_run_reads_the_cache(encoder, tmp_path, options):
     paths = _images(tmp_path)
-    first = encoder.encode(paths + paths[:1])       # a repeated image is encoded once
-    assert sum(encoder.calls) == 3
+    first = _another(encoder, tmp_path, batch_size=2, **options).encode(paths + paths[:1])
+    assert sum(encoder.calls) == 3                   # a repeated image is encoded once
     assert first.shape == (4, 64)
     assert torch.allclose(first.norm(dim=-1), torch.ones(4), atol=1e-2)  # L2-normalised
-    again = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
-                         cache_dir=tmp_path / "cache", progress=False).encode(paths)
+    again = _another(encoder, tmp_path, **options).encode(paths)
     assert sum(encoder.calls) == 3                   # no new CLIP work
     assert torch.equal(again, first[:3])             # cold and warm runs agree exactly
 
@@ -76,9 +83,7 @@ def test_corrupted_cache_is_rebuilt(encoder, tmp_path):
     reference = encoder.encode(paths)
     for shard in encoder.cache.shards:
         shard.write_bytes(b"not a safetensors file")
-    fresh = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
-                         cache_dir=tmp_path / "cache", progress=False)
-    assert torch.equal(fresh.encode(paths), reference)
+    assert torch.equal(_another(encoder, tmp_path).encode(paths), reference)
     assert sum(encoder.calls) == 6                   # encoded again, not trusted
     assert len(FeatureCache(tmp_path / "cache", "tiny-test")) == 3
 
@@ -86,8 +91,7 @@ def test_corrupted_cache_is_rebuilt(encoder, tmp_path):
 def test_shards_from_several_writers_merge_into_one_file(encoder, tmp_path):
     paths = _images(tmp_path, n=4)
     first = encoder.encode(paths[:2])
-    second = ImageEncoder(encoder.clip, encoder.preprocess, "tiny-test",
-                          cache_dir=tmp_path / "cache", progress=False).encode(paths[2:])
+    second = _another(encoder, tmp_path).encode(paths[2:])
     cache = FeatureCache(tmp_path / "cache", "tiny-test")
     assert len(cache.shards) == 2 and len(cache) == 4
     cache.compact()

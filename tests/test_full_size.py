@@ -3,7 +3,8 @@
 Offline: the tokenizer comes from openai-whisper's BPE ranks (``tokens.gpt2_tokenizer``);
 the weights are random but have the real shapes and sit in the files users have, a
 ``from_pretrained`` folder for GPT-2 and an open_clip ``pretrained=<file>`` for CLIP.
-Every other test uses a tiny tokenizer trained on the sample text.
+Every other test uses a tiny tokenizer trained on the sample text; tests/test_tokens.py checks
+the masking and padding rules with both.
 """
 import copy
 import importlib.util
@@ -25,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 import visiontales as vt
 from visiontales import loading
 from visiontales.model import DEFAULT_PROMPT, StoryModelConfig
-from visiontales.tokens import EOS_TOKEN, IGNORE_INDEX, collate, encode_target, encode_targets, gpt2_tokenizer
+from visiontales.tokens import EOS_TOKEN, IGNORE_INDEX, collate, encode_target, encode_targets
 
 EOS = 50256
 CLIP = "ViT-B-32-quickgelu"
@@ -45,9 +46,8 @@ def seeded(seed: int):
 
 
 @pytest.fixture(scope="module")
-def tok():
-    """Built once per module: converting the 50k BPE ranks takes seconds."""
-    return gpt2_tokenizer()
+def tok(gpt2_tok):
+    return gpt2_tok
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +114,6 @@ def test_prompt_is_nine_tokens_and_masked(tok, narrow):
     batch = collate(encode_targets(tok, prompt, ["a dog .", "[male] saw the sea ."]), EOS)
     assert (batch["labels"][:, :9] == IGNORE_INDEX).all()
     assert (batch["input_ids"][:, :9] == torch.tensor(prompt)).all()
-
-
-def test_eos_is_the_stop_token_and_the_only_pad(tok, texts):
-    """Pads are 50256 with label -100; each row's first EOS stays its one EOS target."""
-    examples = encode_targets(tok, [], [texts[0], " ".join(texts[:3])])
-    batch = collate(examples, tok.eos_token_id)
-    short = len(examples[0][0])
-    assert short < batch["input_ids"].shape[1]  # the first row is padded
-    assert (batch["input_ids"][0, short:] == EOS).all()
-    assert (batch["labels"][0, short:] == IGNORE_INDEX).all()
-    assert batch["attention_mask"][0, short:].sum() == 0
-    ends = batch["attention_mask"].sum(1) - 1
-    assert batch["labels"][torch.arange(2), ends].tolist() == [EOS, EOS]
-    assert ((batch["labels"] == EOS).sum(1) == 1).all()
 
 
 # ---- GPT-2's 1024 positions -----------------------------------------------------------

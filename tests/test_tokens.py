@@ -1,11 +1,15 @@
 """Label masking, padding and EOS: the rules that make GPT-2 learn to stop."""
 import pytest
+import torch
 
 from visiontales.tokens import IGNORE_INDEX, build_tokenizer, collate, encode_target, encode_targets
 
 
-@pytest.fixture(scope="module")
-def tok():
+@pytest.fixture(scope="module", params=["tiny", "gpt2"])
+def tok(request):
+    """The tiny tokenizer every other test trains, and GPT-2's real one: the rules hold for both."""
+    if request.param == "gpt2":
+        return request.getfixturevalue("gpt2_tok")
     return build_tokenizer(["[male] saw a yellow sun .", "the boat was blue ."] * 5, vocab_size=300)
 
 
@@ -25,11 +29,14 @@ def test_padding_uses_eos_but_is_never_a_target(tok):
     batch = collate(examples, pad_id=tok.eos_token_id)
     short = len(examples[0][0])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert short < batch["input_ids"].shape[1]                    # the first row is padded
     assert (batch["input_ids"][0, short:] == tok.eos_token_id).all()
     assert (batch["labels"][0, short:] == IGNORE_INDEX).all()
     assert batch["labels"][0, short - 1] == tok.eos_token_id      # the real EOS stays a target
     assert batch["attention_mask"][0].tolist() == [1] * short + [0] * (batch["input_ids"].shape[1] - short)
-    # exactly one EOS target per row
+    # each row's last attended token is its EOS target, and its only one
+    ends = batch["attention_mask"].sum(1) - 1
+    assert batch["labels"][torch.arange(2), ends].tolist() == [tok.eos_token_id] * 2
     assert ((batch["labels"] == tok.eos_token_id).sum(dim=1) == 1).all()
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import visiontales as vt
+from visiontales.precision import resolve_precision
 
 matplotlib.use("Agg")
 
@@ -133,23 +134,29 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     assert padding(grouped) < 0.2 * padding(plain)
 
 
+BF16 = torch.bfloat16
+# (precision, device): what it resolves to with native bf16 hardware, and without.
+# auto: bf16 only where the hardware does it natively, and never on mps; asked for by
+# name, the answer does not depend on the hardware (and bf16 on mps is refused).
+RESOLVED = {("auto", "cpu"): (BF16, None), ("auto", "cuda"): (BF16, None), ("auto", "mps"): (None, None),
+            ("fp32", "cpu"): (None, None), ("fp32", "cuda"): (None, None), ("fp32", "mps"): (None, None),
+            ("bf16", "cpu"): (BF16, BF16), ("bf16", "mps"): (ValueError, ValueError)}
+
+
 @pytest.mark.parametrize("native", [True, False])
-def test_precision_choice(monkeypatch, native):
-    from visiontales import precision
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)  # not this machine's CPU
+@pytest.mark.parametrize("precision,device", list(RESOLVED))
+def test_precision_choice(monkeypatch, precision, device, native):
+    monkeypatch.setattr("visiontales.precision.cpu_has_native_bf16", lambda: native)  # not this machine's CPU
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
-    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    # auto: bf16 only where the hardware does it natively, and never on mps
-    expected = torch.bfloat16 if native else None
-    assert precision.resolve_precision("auto", cpu) is expected
-    assert precision.resolve_precision("auto", cuda) is expected
-    assert precision.resolve_precision("auto", mps) is None
-    # asked for by name, the answer does not depend on the hardware
-    for device in (cpu, cuda, mps):
-        assert precision.resolve_precision("fp32", device) is None
-    assert precision.resolve_precision("bf16", cpu) is torch.bfloat16
-    with pytest.raises(ValueError, match="mps"):
-        precision.resolve_precision("bf16", mps)
+    expected = RESOLVED[precision, device][0 if native else 1]
+    if expected is ValueError:
+        with pytest.raises(ValueError, match=device):
+            resolve_precision(precision, torch.device(device))
+    else:
+        assert resolve_precision(precision, torch.device(device)) is expected
+
+
+def test_an_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         vt.TrainingConfig(precision="fp8")
 
