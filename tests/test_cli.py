@@ -33,7 +33,11 @@ def test_help_documents_every_command_and_flag(capsys):
     for flag in ("--lr", "--batch-size", "--epochs", "--freeze-lm", "--output-dir", "--prefix", "--tiny",
                  "--eval-metrics", "--best-metric"):
         assert flag in train_help
-    assert run("--help").returncode == 0          # and as a module, in a fresh interpreter
+
+
+@pytest.mark.slow
+def test_help_runs_as_a_module_in_a_fresh_interpreter():
+    assert run("--help").returncode == 0
 
 
 def test_train_help_shows_every_config_field_with_its_help(capsys, monkeypatch):
@@ -99,6 +103,7 @@ def test_flag_generator_covers_each_field_type_and_names_one_it_cannot():
         cli_args._flag_options("table", hints["table"])
 
 
+@pytest.mark.slow
 def test_importing_the_cli_and_building_its_parser_stay_light():
     code = ("import sys, visiontales.cli\nvisiontales.cli.build_parser()\n"
             "print([m for m in ('open_clip', 'pycocoevalcap', 'gradio') if m in sys.modules])")
@@ -108,6 +113,7 @@ def test_importing_the_cli_and_building_its_parser_stay_light():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
     out = run("demo", "--tiny", "--epochs", "2", "--show", "2", "--output-dir", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -120,6 +126,7 @@ def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
     assert model.generate([list(p) for p in shown["image_paths"]]) == printed
 
 
+@pytest.mark.slow
 def test_train_then_generate_from_the_saved_model(tmp_path):
     trained = run("train", "--tiny", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
                   "--num-samples", "0", "--prefix", "sequence", "--output-dir", str(tmp_path / "run"))
@@ -142,6 +149,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "missing.json" in out.stderr
 
 
+@pytest.mark.slow
 def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, capsys):
     trained = run("train", "--tiny", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--num-samples", "0",
                   "--prefix", "sequence", "--tasks", "story=2", "caption", "--mixture-size", "48",

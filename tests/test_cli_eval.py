@@ -40,6 +40,7 @@ def test_prediction_files_round_trip(systems):
     assert first["photo_ids"] == first["key"].split("_")
 
 
+@pytest.mark.slow
 def test_evaluate_prints_one_row_per_system_and_writes_csv_json(systems):
     folder, refs = systems
     out = run("evaluate", "--sample", "val", "--predictions", "good.jsonl", "--predictions",

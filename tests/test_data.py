@@ -427,6 +427,7 @@ def generator_module():
     return module
 
 
+@pytest.mark.slow  # reads all 750 shipped photos
 def test_sample_images_load_and_show_the_named_object(sample):
     """Each photo shows the object its sentence names, large and in that object's colour:
     counting the pixels near each object's colour finds it in every image."""
@@ -475,6 +476,7 @@ def test_sample_data_is_small():
     assert size < 2.5e6
 
 
+@pytest.mark.slow
 def test_generator_is_deterministic(tmp_path):
     outputs = []
     for run in ("a", "b"):

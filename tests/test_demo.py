@@ -125,6 +125,7 @@ def _tell(client, paths, mode="greedy"):
     return client.predict(_gallery(paths), mode, 3, 1.0, 0.9, 0, 12, "", api_name="/tell")
 
 
+@pytest.mark.slow
 def test_client_gets_a_story_and_server_survives_bad_requests(server, photos, not_an_image):
     from gradio_client import Client
     client = Client(server, verbose=False)
@@ -141,6 +142,7 @@ def test_client_gets_a_story_and_server_survives_bad_requests(server, photos, no
         assert len(table["data"]) == len(split_sentences(story))
 
 
+@pytest.mark.slow
 def test_client_upload_keeps_images_and_names_the_rest(server, photos, not_an_image):
     from gradio_client import Client, handle_file
     client = Client(server, verbose=False)
@@ -149,6 +151,7 @@ def test_client_upload_keeps_images_and_names_the_rest(server, photos, not_an_im
     assert len(gallery) == 1 and "Skipped (holiday.jpg)" in status
 
 
+@pytest.mark.slow
 def test_client_reorders_photos(server, photos):
     from gradio_client import Client
     client = Client(server, verbose=False)
@@ -159,6 +162,7 @@ def test_client_reorders_photos(server, photos):
     assert order == "1,1,7" and "Cannot reorder" in status
 
 
+@pytest.mark.slow
 def test_serve_prints_the_url_and_answers(model, capsys, require):
     require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     import httpx
@@ -182,6 +186,7 @@ def test_serve_command_flags():
         parser.parse_args(["serve", "--tiny", "--model", "runs/x"])
 
 
+@pytest.mark.slow
 def test_gradio_stays_optional(monkeypatch):
     code = "import sys, visiontales.demo; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -192,6 +197,7 @@ def test_gradio_stays_optional(monkeypatch):
 
 # ----------------------------------------------------------------------------- the browser
 
+@pytest.mark.slow
 def test_browser_uploads_three_photos_and_reads_the_story(server, photos, require):
     chromium = shutil.which("chromium")
     require(chromium, "Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")

@@ -152,6 +152,7 @@ def test_generation_stops_at_the_last_position(tok, narrow, texts):
     assert new.shape == (1, 4)
 
 
+@pytest.mark.slow
 def test_trainer_cuts_a_story_longer_than_gpt2(narrow, texts, tmp_path, recwarn):
     """TrainingConfig.max_text_tokens above what the positions allow still trains."""
     data = vt.sample_dataset("train").select(range(2))

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ def test_any_bytes_give_a_dataset_or_a_value_error(tmp_path, raw):
         assert "sis.json" in str(err)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_broken_annotation_file_in_one_line(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "sis.json").write_bytes(b'{"annotations": [[{"story_id": "1", \xff')

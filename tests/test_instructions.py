@@ -136,6 +136,7 @@ def test_instruction_tokens_carry_no_loss():
     assert prompts[story] == model.prompt_ids()  # "" = the model's default prompt
 
 
+@pytest.mark.slow
 def test_trainer_learns_the_mixture_and_generate_takes_the_same_instructions(tmp_path):
     train = vt.sample_dataset("train").select(range(24))
     mix = build_instruction_dataset(train, seed=0, max_examples=48)

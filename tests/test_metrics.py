@@ -61,6 +61,7 @@ def ours():
     return evaluate(PREDICTIONS, REFERENCES)
 
 
+@pytest.mark.slow
 def test_metrics_match_pycocoevalcap(ours, java):
     """evaluate() next to pycocoevalcap's scorers called directly, on normalised text."""
     gts = {k: [normalize_text(r) for r in refs] for k, refs in REFERENCES.items()}
@@ -78,6 +79,7 @@ def test_metrics_match_pycocoevalcap(ours, java):
     assert 0 < ours["METEOR"] < 100 and ours["n"] == len(PREDICTIONS)
 
 
+@pytest.mark.slow
 def test_reference_free_scores_are_included(ours):
     expected = reference_free_scores(PREDICTIONS[k] for k in REFERENCES)
     assert {k: ours[k] for k in expected} == pytest.approx(expected)
@@ -132,6 +134,7 @@ def test_java_that_fails_to_start_gives_nan_and_one_warning(monkeypatch, tmp_pat
     assert len(caught) == 1 and "METEOR" in str(caught[0].message)
 
 
+@pytest.mark.slow
 def test_meteor_hter_mode_is_sane(java):
     perfect = {k: refs[0] for k, refs in REFERENCES.items()}
     scores = evaluate(perfect | {"4_5_6": PREDICTIONS["4_5_6"]}, REFERENCES,

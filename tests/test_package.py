@@ -61,6 +61,7 @@ def test_from_import_of_a_moved_name_warns_and_unknown_names_do_not_resolve():
         vt.no_such_name
 
 
+@pytest.mark.slow
 def test_import_loads_no_metric_demo_or_clip_package():
     """``import visiontales`` stays light: pycocoevalcap, gradio and open_clip are imported
     where they are used (evaluation, the demo page, building a CLIP)."""

@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # three training processes, one killed
 
 SCRIPT = """
 import sys

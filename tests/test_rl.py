@@ -153,6 +153,7 @@ def test_grounding_judge_and_weighted_rewards(model, rows):
         JudgeReward(LengthJudge(), "fun")
 
 
+@pytest.mark.slow
 def test_trainer_logs_the_rewards_from_rl_start_epoch_on(tmp_path):
     train = vt.sample_dataset("train").select(range(8))
     model = vt.StoryModel.tiny(vocab_from=train, prefix="sequence")
@@ -182,6 +183,7 @@ def test_trainer_logs_the_rewards_from_rl_start_epoch_on(tmp_path):
     assert {line.get_label() for line in fig.axes[1].lines} == {"reward, sampled", "reward, greedy (baseline)"}
 
 
+@pytest.mark.slow
 def test_resuming_mid_row_with_rl_gives_the_same_rewards_and_weights(tmp_path):
     """A checkpoint inside a history row keeps the pending rewards; sampling resumes exactly."""
     train = vt.sample_dataset("train").select(range(8))

@@ -28,6 +28,7 @@ def test_paper_defaults():
         vt.TrainingConfig(batch_size=0)
 
 
+@pytest.mark.slow
 def test_overfitting_a_small_set_drives_the_loss_down(small, tmp_path):
     model = vt.StoryModel.tiny(vocab_from=small)
     trainer = vt.Trainer(model, small, small, _config(tmp_path, epochs=12))
@@ -109,6 +110,7 @@ def test_eval_metrics_each_epoch_and_the_best_checkpoint(small, tmp_path):
         vt.TrainingConfig(best_metric="CIDEr")            # not among eval_metrics
 
 
+@pytest.mark.slow
 def test_bf16_loss_curve_follows_fp32(small, tmp_path):
     curves = {}
     for precision in ("fp32", "bf16"):
