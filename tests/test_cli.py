@@ -140,12 +140,12 @@ def test_train_then_generate_from_the_saved_model(tmp_path):
     assert record["images"] == images and isinstance(record["story"], str)
 
 
-def test_user_errors_are_one_line_without_traceback(tmp_path):
-    out = run("generate", "--model", str(tmp_path / "nothing-here"), "a.jpg")
+def test_user_errors_are_one_line_without_traceback(tmp_path, cli):
+    out = cli("generate", "--model", str(tmp_path / "nothing-here"), "a.jpg")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().count("\n") == 0 and "visiontales model folder" in out.stderr
-    out = run("train", "--tiny", "--annotations", str(tmp_path / "missing.json"), "--images", str(tmp_path))
+    out = cli("train", "--tiny", "--annotations", str(tmp_path / "missing.json"), "--images", str(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "missing.json" in out.stderr
 
 

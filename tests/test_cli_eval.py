@@ -66,38 +66,39 @@ def test_evaluate_prints_one_row_per_system_and_writes_csv_json(systems):
     assert all(key in page for key in refs)               # every sequence is in the report
 
 
-def test_evaluate_with_grounding_model(systems, tmp_path):
+@pytest.mark.slow
+def test_evaluate_with_grounding_model(systems, tmp_path, cli):
     folder, refs = systems
     model = vt.StoryModel.tiny(vocab_from=vt.sample_dataset("train"))
     model.save_pretrained(tmp_path / "m")
-    out = run("evaluate", "--sample", "val", "--predictions", "good.jsonl", "--metrics", "ROUGE-L",
+    out = cli("evaluate", "--sample", "val", "--predictions", "good.jsonl", "--metrics", "ROUGE-L",
               "--grounding-model", str(tmp_path / "m"), "--out", str(tmp_path / "g"), cwd=folder)
     assert out.returncode == 0, out.stderr[-2000:]
     value = json.loads((tmp_path / "g.json").read_text())["systems"]["good"]["grounding"]
     assert 0 <= value <= 2.5
 
 
-def test_report_command_writes_html(systems, tmp_path):
+def test_report_command_writes_html(systems, tmp_path, cli):
     folder, _ = systems
-    out = run("report", "--sample", "val", "--predictions", "good.jsonl", "--predictions", "bad.jsonl",
+    out = cli("report", "--sample", "val", "--predictions", "good.jsonl", "--predictions", "bad.jsonl",
               "--metrics", "BLEU", "--out", str(tmp_path / "r.html"), "--max-items", "5", cwd=folder)
     assert out.returncode == 0, out.stderr[-2000:]
     html = (tmp_path / "r.html").read_text()
     assert html.count('class="item"') == 5 and "data:image/jpeg;base64" in html
 
 
-def test_missing_predictions_are_named(systems, tmp_path):
+def test_missing_predictions_are_named(systems, tmp_path, cli):
     folder, refs = systems
     partial = dict(list(read_predictions(folder / "good.jsonl").items())[:3])
     write_predictions(tmp_path / "partial.jsonl", partial)
-    out = run("evaluate", "--sample", "val", "--predictions", str(tmp_path / "partial.jsonl"),
+    out = cli("evaluate", "--sample", "val", "--predictions", str(tmp_path / "partial.jsonl"),
               "--metrics", "BLEU", cwd=tmp_path)
     assert out.returncode == 2 and "has no story for" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_sheet_export_and_aggregate(systems, tmp_path):
+def test_sheet_export_and_aggregate(systems, tmp_path, cli):
     folder, _ = systems
-    out = run("sheet", "export", "--sample", "val", "--predictions", "ours=good.jsonl", "--predictions",
+    out = cli("sheet", "export", "--sample", "val", "--predictions", "ours=good.jsonl", "--predictions",
               "baseline=bad.jsonl", "--out", str(tmp_path / "rating"), "--max-items", "4", cwd=folder)
     assert out.returncode == 0, out.stderr[-2000:]
     sheet = tmp_path / "rating" / "sheet.csv"
@@ -114,7 +115,7 @@ def test_sheet_export_and_aggregate(systems, tmp_path):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out = run("sheet", "aggregate", str(tmp_path / "filled.csv"), "--answer-key",
+    out = cli("sheet", "aggregate", str(tmp_path / "filled.csv"), "--answer-key",
               str(tmp_path / "rating" / "answer_key.json"), "--out", str(tmp_path / "agg.csv"), cwd=folder)
     assert out.returncode == 0, out.stderr[-2000:]
     with open(tmp_path / "agg.csv") as f:
