@@ -115,7 +115,7 @@ def test_importing_the_cli_and_building_its_parser_stay_light():
 
 @pytest.mark.slow
 def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
-    out = run("demo", "--tiny", "--epochs", "2", "--show", "2", "--output-dir", str(tmp_path / "demo"))
+    out = run("demo", "--tiny", "--epochs", "1", "--show", "2", "--output-dir", str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("generated:") == 2 and out.stdout.count("reference:") == 2
     assert "demo finished" in out.stdout

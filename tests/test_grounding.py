@@ -23,9 +23,9 @@ def held_out():
 
 
 def _train(prefix, tmp_path):
-    # the package's one tiny recipe, as examples/grounding.py (the README table) trains it
-    return train_tiny_model(prefix, seed=0, eval_dataset=vt.sample_dataset("val"), progress=False,
-                            output_dir=str(tmp_path / prefix))
+    # the package's one tiny recipe, as examples/grounding.py (the README table) trains it;
+    # without its per-epoch eval loss, which leaves the trained weights bit-identical
+    return train_tiny_model(prefix, seed=0, progress=False, output_dir=str(tmp_path / prefix))
 
 
 @pytest.mark.slow

@@ -1,11 +1,8 @@
 """Instruction tasks: each task's inputs and targets, the mixing rule, prompts carry no loss."""
-import doctest
-
 import pytest
 import torch
 
 import visiontales as vt
-from visiontales import instructions
 from visiontales.data import load_vist
 from visiontales.instructions import (INSTRUCTIONS, InstructionDataset, build_instruction_dataset,
                                       dominant_emotion, instruction_prompt, mask_mention, task_pool)
@@ -172,7 +169,3 @@ def _stop_probability(model, photos, prompt, texts) -> torch.Tensor:
     prefix = logits.shape[1] - batch["input_ids"].shape[1]
     before_eos = torch.tensor([prefix + len(ids) - 2 for ids, _ in examples])
     return logits[torch.arange(len(examples)), before_eos].softmax(-1)[:, model.tokenizer.eos_token_id]
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(instructions).failed == 0
