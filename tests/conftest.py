@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import zlib
 from pathlib import Path
@@ -45,6 +46,14 @@ def require():
             require(shutil.which("java"), "METEOR needs Java (apt-get install default-jre-headless)")
     """
     return _require
+
+
+@pytest.fixture(scope="session")
+def java(require):
+    """Java on the PATH, for METEOR's jar: a test that takes this fixture skips without it
+    (fails under VISIONTALES_REQUIRE_ALL=1)."""
+    require(shutil.which("java"), "METEOR runs a Java jar: install a JRE "
+                                  "(Debian: apt-get install default-jre-headless)")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 
 import numpy as np
@@ -46,13 +45,6 @@ REFERENCES = {
     "7_8_9": [VIST_TEXT[2], "it rained all day . we stayed inside ."],
     "10_11_12": [VIST_TEXT[3], "the crowd at the game was huge .", "we went to a game ."],
 }
-
-
-@pytest.fixture
-def java(require):
-    """METEOR runs a Java jar: the test skips without one (fails under VISIONTALES_REQUIRE_ALL=1)."""
-    require(shutil.which("java"), "METEOR runs a Java jar: install a JRE "
-                                  "(Debian: apt-get install default-jre-headless)")
 
 
 @pytest.fixture(scope="module")
