@@ -7,8 +7,14 @@ below evaluation, and metrics imports them.
 
 A prediction file is what ``visiontales generate --out`` writes and ``visiontales
 evaluate --predictions`` reads: one JSON object per line with ``key`` (see
-:func:`prediction_keys`), ``story`` and, for reading by people, ``photo_ids``. A plain
-JSON object ``{key: story}`` is accepted too.
+:func:`prediction_keys`), ``story`` and, for reading by people, ``photo_ids``. Also read:
+
+- one JSON object ``{key: story}``, or ``{album_id: [story]}`` as AREL writes its
+  ``prediction_test.json`` (keyed by album id: the ``arel`` protocol's keys; the first
+  story of a list is scored, as AREL did);
+- a NAACL 2018 VIST challenge submission, ``{"output_stories": [{"album_id": ...,
+  "photo_sequence": [five photo ids], "story_text_normalized": ...}, ...]}``, keyed by the
+  photo ids joined by ``_`` (the ``vist-challenge`` protocol's keys).
 """
 from __future__ import annotations
 
@@ -101,14 +107,41 @@ def write_predictions(path: str | os.PathLike, predictions: dict[str, str], data
     return path
 
 
+def _story(path: Path, key: str, value) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value[0]  # AREL's {album_id: [story]}
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: the story of {key!r} must be a string or a list of strings, "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def _challenge_stories(path: Path, stories) -> dict[str, str]:
+    """A VIST challenge submission's ``output_stories``, keyed by photo sequence."""
+    out: dict[str, str] = {}
+    for number, story in enumerate(stories if isinstance(stories, list) else [None]):
+        if not isinstance(story, dict) or not isinstance(story.get("photo_sequence"), list) \
+                or not isinstance(story.get("story_text_normalized"), str):
+            raise ValueError(f"{path}: output_stories[{number}] needs 'photo_sequence' (a list "
+                             f"of photo ids) and 'story_text_normalized' (a string)")
+        key = "_".join(str(p) for p in story["photo_sequence"])
+        if key in out:  # the challenge rejects such a file
+            raise ValueError(f"{path}: photo sequence {key} has more than one story")
+        out[key] = story["story_text_normalized"]
+    return out
+
+
 def read_predictions(path: str | os.PathLike) -> dict[str, str]:
-    """Read a prediction file (JSON lines with ``key`` and ``story``, or one JSON object).
+    """Read a prediction file (see the module docstring for the formats) as ``{key: story}``.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
     >>> _ = p.write_text('{"key": "1_2_3", "story": "a day ."}\\n')
     >>> read_predictions(p)
     {'1_2_3': 'a day .'}
+    >>> _ = p.write_text('{"72157": ["  i went to the park ."]}')  # AREL's prediction_test.json
+    >>> read_predictions(p)
+    {'72157': '  i went to the park .'}
     """
     path = Path(path)
     if not path.is_file():
@@ -117,8 +150,10 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
     stripped = text.lstrip()
     if stripped.startswith("{") and "\n{" not in stripped.rstrip():
         data = read_json(path)
+        if "output_stories" in data:
+            return _challenge_stories(path, data["output_stories"])
         if "key" not in data:
-            return {str(k): str(v) for k, v in data.items()}
+            return {str(k): _story(path, str(k), v) for k, v in data.items()}
     out: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
