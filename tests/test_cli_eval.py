@@ -87,6 +87,40 @@ def test_report_command_writes_html(systems, tmp_path, cli):
     assert html.count('class="item"') == 5 and "data:image/jpeg;base64" in html
 
 
+def test_window_protocol_says_it_is_not_comparable(systems, tmp_path, cli):
+    folder, _ = systems
+    out = cli("evaluate", "--sample", "val", "--predictions", "good.jsonl", "--metrics", "BLEU",
+              "--out", str(tmp_path / "w"), cwd=folder)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "protocol window" in out.stdout and "NOT comparable to published" in out.stdout
+    protocol = json.loads((tmp_path / "w.json").read_text())["protocol"]
+    assert (protocol["name"], protocol["seq_len"], protocol["meteor_mode"]) == ("window", 3, "standard")
+
+
+def test_arel_protocol_scores_album_keyed_files(tmp_path, cli):
+    """AREL's {album_id: [story]} file over whole stories, with the generate flags' spelling."""
+    from visiontales.data import SAMPLE_DATA_DIR
+    stories = vt.sample_dataset("val", seq_len=5)
+    albums = references_from_dataset(stories, by="album")
+    (tmp_path / "prediction_test.json").write_text(json.dumps({k: [v[0]] for k, v in albums.items()}))
+    args = ("evaluate", "--annotations", str(SAMPLE_DATA_DIR / "val.story-in-sequence.json"),
+            "--images-dir", str(SAMPLE_DATA_DIR / "images"), "--predictions", "prediction_test.json",
+            "--metrics", "BLEU", "--protocol")
+    out = cli(*args, "arel", "--out", "a", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "protocol arel: AREL's album evaluation" in out.stdout
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["protocol"]["by"] == "album" and saved["protocol"]["seq_len"] == 5
+    assert saved["systems"]["prediction_test"]["n"] == len(albums)
+    wrong = cli(*args, "vist-challenge", cwd=tmp_path)  # album keys are not photo sequences
+    assert wrong.returncode == 2 and "photo sequences" in wrong.stderr
+    for flags, message in ((("--seq-len", "3"), "whole 5-photo stories"),
+                           (("--by", "sequence"), "keys predictions by album"),
+                           (("--meteor-mode", "standard"), "-t hter")):
+        out = cli(*args, "arel", *flags, cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
 def test_missing_predictions_are_named(systems, tmp_path, cli):
     folder, refs = systems
     partial = dict(list(read_predictions(folder / "good.jsonl").items())[:3])

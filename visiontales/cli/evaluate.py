@@ -13,6 +13,22 @@ from pathlib import Path
 import pandas as pd
 
 
+def _protocol(args) -> None:
+    """Fill the protocol's settings the user left out (``--by``, ``--seq-len``,
+    ``--meteor-mode``), refusing ones the published protocols do not allow."""
+    from ..protocols import METEOR_MODE, STORY_LENGTH, keyed_by
+    args.by = keyed_by(args.protocol, args.by)
+    if hasattr(args, "meteor_mode"):  # evaluate/report; evaluate() refuses standard for arel
+        args.meteor_mode = args.meteor_mode or METEOR_MODE[args.protocol]
+    if args.protocol == "window":
+        args.seq_len = args.seq_len or 3
+        return
+    if args.seq_len not in (None, STORY_LENGTH):
+        raise ValueError(f"--protocol {args.protocol} scores whole {STORY_LENGTH}-photo stories; "
+                         f"drop --seq-len {args.seq_len}")
+    args.seq_len = STORY_LENGTH
+
+
 def _references(args):
     """The reference dataset: a VIST SIS file with its images, or the shipped sample split."""
     from ..data import load_vist, sample_dataset
@@ -21,6 +37,11 @@ def _references(args):
             raise ValueError("--references needs --images (the folder of that split's photos)")
         return load_vist(args.references, args.images, seq_len=args.seq_len, progress=False)
     return sample_dataset(args.sample, seq_len=args.seq_len)
+
+
+def _sis_file(args) -> str:
+    from ..data import SAMPLE_DATA_DIR
+    return args.references or str(SAMPLE_DATA_DIR / f"{args.sample}.story-in-sequence.json")
 
 
 def _systems(paths: list[str]) -> dict[str, dict[str, str]]:
@@ -37,17 +58,16 @@ def _systems(paths: list[str]) -> dict[str, dict[str, str]]:
 
 
 def _items(dataset, by: str) -> dict[str, list[str]]:
-    from ..metrics import prediction_keys
+    from ..predictions import prediction_keys
     items: dict[str, list[str]] = {}
     for key, paths in zip(prediction_keys(dataset, by), dataset.frame["image_paths"]):
         items.setdefault(key, list(paths))
     return items
 
 
-def _score(args, dataset, systems) -> pd.DataFrame:
+def _score(args, dataset, references, systems) -> pd.DataFrame:
     """One row per system: the VIST metrics, reference-free scores, grounding and judge."""
-    from ..metrics import as_frame, evaluate, references_from_dataset
-    references = references_from_dataset(dataset, by=args.by)
+    from ..metrics import as_frame, evaluate
     items = _items(dataset, args.by)
     grounding_model = None
     if args.grounding_model:
@@ -58,9 +78,11 @@ def _score(args, dataset, systems) -> pd.DataFrame:
         missing = [k for k in references if k not in preds]
         if missing:
             raise ValueError(f"system {name!r} has no story for {len(missing)} of {len(references)} "
-                             f"sequences (e.g. {missing[0]}); generate with the same --by ({args.by})")
+                             f"{'albums' if args.by == 'album' else 'photo sequences'} (e.g. "
+                             f"{missing[0]}); --protocol {args.protocol} keys stories by {args.by}")
         preds = {k: preds[k] for k in references}
-        results[name] = evaluate(preds, references, metrics=args.metrics, meteor_mode=args.meteor_mode)
+        results[name] = evaluate(preds, references, metrics=args.metrics, protocol=args.protocol,
+                                 meteor_mode=args.meteor_mode, normalize=args.normalize)
         keys = list(references)
         if grounding_model is not None:
             scores = grounding_model.grounding([preds[k] for k in keys], [items[k] for k in keys])
@@ -83,28 +105,31 @@ def _print_table(table: pd.DataFrame) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from ..protocols import PROTOCOLS, protocol_references
     from ..report import write_report
     from ..utils import atomic_path, require, write_json
-    if set(args.metrics) - {"reference_free"}:  # before any work: say which extra is missing
+    _protocol(args)
+    if set(args.metrics or ["METEOR"]) - {"reference_free"}:  # before any work: name the extra
         require("pycocoevalcap", "eval", "the VIST metrics")
     dataset = _references(args)
+    references = protocol_references(dataset, args.protocol, by=args.by, annotations=_sis_file(args))
     systems = _systems(args.predictions)
-    table = _score(args, dataset, systems)
+    table = _score(args, dataset, references, systems)
+    print(f"protocol {args.protocol}: {PROTOCOLS[args.protocol]}")
     _print_table(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp)
     write_json(out.with_suffix(".json"), {
-        "protocol": {"by": args.by, "meteor_mode": args.meteor_mode, "seq_len": args.seq_len,
+        "protocol": {"name": args.protocol, "about": PROTOCOLS[args.protocol], "by": args.by,
+                     "meteor_mode": args.meteor_mode, "seq_len": args.seq_len, "normalize": args.normalize,
                      "references": str(args.references or f"sample:{args.sample}")},
         "systems": {name: {k: (None if isinstance(v, float) and math.isnan(v) else v)
                            for k, v in row.items()} for name, row in table.to_dict("index").items()}})
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
     if args.report:
-        from ..metrics import references_from_dataset
-        write_report(args.report, _items(dataset, args.by), systems,
-                     references_from_dataset(dataset, by=args.by), table,
+        write_report(args.report, _items(dataset, args.by), systems, references, table,
                      max_items=args.max_items)
         print(f"wrote {args.report}")
     return 0
@@ -119,6 +144,7 @@ def cmd_report(args) -> int:
 def cmd_sheet(args) -> int:
     from ..human_eval import aggregate_ratings, export_rating_sheet
     if args.action == "export":
+        _protocol(args)
         dataset = _references(args)
         systems = _systems(args.predictions)
         keys = list(_items(dataset, args.by))[:args.max_items]
@@ -135,17 +161,29 @@ def cmd_sheet(args) -> int:
 
 
 def _add_reference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--references", help="VIST SIS json whose stories are the references")
-    p.add_argument("--images", help="image folder of that split")
+    from ..protocols import PROTOCOLS
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="window",
+                   help="arel: AREL's album evaluation (Wang et al. 2018; its Table 1 and papers "
+                        "that use its evaluator): one story per album, keyed by album id; "
+                        "vist-challenge: the NAACL 2018 VIST challenge's METEOR: one story per "
+                        "photo sequence, keyed by the five photo ids joined by '_'; both score "
+                        "whole 5-photo stories exactly as published. window (default): "
+                        "visiontales' own, --seq-len windows, not comparable to published tables")
+    p.add_argument("--references", "--annotations", dest="references",
+                   help="VIST SIS json whose stories are the references")
+    p.add_argument("--images", "--images-dir", dest="images", help="image folder of that split")
     p.add_argument("--sample", default="val", choices=["train", "val"],
                    help="without --references: the shipped sample split (default: val)")
-    p.add_argument("--seq-len", type=int, default=3, help="images per window (default: 3)")
-    p.add_argument("--by", choices=["sequence", "album"], default="sequence",
-                   help="reference grouping: all stories over the same photo sequence (default) "
-                        "or all stories of the album (AREL's protocol)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="images per window with --protocol window (default: 3; the published "
+                        "protocols use whole 5-photo stories)")
+    p.add_argument("--by", choices=["sequence", "album"], default=None,
+                   help="--protocol window's grouping of references: all stories over the same "
+                        "photo sequence (default) or all stories of the album")
     p.add_argument("--predictions", action="append", default=[], metavar="[NAME=]FILE",
-                   help="a system's prediction file (JSON lines with key and story, as written by "
-                        "'visiontales generate --out'); repeat for each system")
+                   help="a system's prediction file: JSON lines with key and story (as written by "
+                        "'visiontales generate --out'), {key: story}, AREL's {album_id: [story]} "
+                        "or a VIST challenge submission (output_stories); repeat for each system")
 
 
 def add_commands(sub) -> None:
@@ -155,10 +193,16 @@ def add_commands(sub) -> None:
             ("report", cmd_report, "write one self-contained HTML page: metrics, photos, stories, references")):
         p = sub.add_parser(name, help=help_text)
         _add_reference_args(p)
-        p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=list(METRICS),
-                       help="metrics to compute (default: all)")
-        p.add_argument("--meteor-mode", choices=["standard", "hter"], default="standard",
-                       help="METEOR as pycocoevalcap runs it, or with -t hter as the VIST challenge/AREL")
+        p.add_argument("--metrics", nargs="+", default=None, choices=list(METRICS),
+                       help="metrics to compute (default: all; METEOR for vist-challenge)")
+        p.add_argument("--meteor-mode", choices=["standard", "hter"], default=None,
+                       help="--protocol window's METEOR: as pycocoevalcap runs it (standard, the "
+                            "default) or with -t hter (as AREL and the VIST challenge, which "
+                            "always use hter)")
+        p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                       help="tidy the predictions into VIST's tokenised form (default: on for "
+                            "window, where references are normalised too; off for the published "
+                            "protocols, which score the strings as given)")
         p.add_argument("--grounding-model", metavar="DIR",
                        help="saved model whose CLIP scores image-story agreement (CLIPScore)")
         p.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint for the rubric judge, "
