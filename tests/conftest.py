@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,36 @@ def java(require):
                                   "(Debian: apt-get install default-jre-headless)")
 
 
+@contextmanager
+def _torch_threads(n: int):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread for the module's tests: tiny models run faster on one, and far faster
-    when other jobs share the cores. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """One torch thread for all the module's tests, slow ones included: tiny models run faster
+    on one, and far faster when other jobs share the cores. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_unless_slow(request):
+    """Tests outside the slow tier run torch on one thread. Two OpenMP threads on a busy
+    2-core machine wait on each other: the fast tier took 190 s instead of 40 s while another
+    test run shared the cores. Slow tests keep their threads (their margins were measured so);
+    CLIP features come out bit-identical either way, so the shared feature cache does not care."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture
