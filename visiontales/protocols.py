@@ -12,7 +12,9 @@ score is aggregated. The published VIST numbers come from two of them.
   (windx0303/VIST-Challenge-NAACL-2018, ``EvalVISTSharedTask.java``). One prediction per
   photo sequence (the five photo ids in ``worker_arranged_photo_order``); its references
   are every story over that exact sequence. METEOR ``hter`` of the prediction against each
-  reference alone, the best per sequence, the mean over sequences. METEOR only.
+  reference alone, the best per sequence, the mean over sequences. METEOR only. (The
+  challenge's leaderboard also scored against three extra stories per sequence that were
+  never released, and left out the ~3% of sequences whose photos had left Flickr.)
 - ``window``: visiontales' own: every ``seq_len``-photo window (3 by default) keyed by its
   photo sequence (or album), text normalised by :func:`~visiontales.text.normalize_text`,
   standard METEOR. Handy while developing; no published table uses it.
@@ -39,9 +41,9 @@ from .utils import read_json
 PROTOCOLS = {
     "window": "visiontales' own window protocol: NOT comparable to published VIST tables",
     "arel": "AREL's album evaluation (Wang et al. 2018, eric-xw/AREL vist_eval): comparable "
-            "to AREL's Table 1 and to papers that use AREL's evaluator",
-    "vist-challenge": "the NAACL 2018 VIST challenge's METEOR (max over references per photo "
-                      "sequence, mean): comparable to the challenge's leaderboard",
+            "to AREL's published scores and to papers that use AREL's evaluator",
+    "vist-challenge": "the NAACL 2018 VIST challenge's METEOR scorer (best over single "
+                      "references per photo sequence, mean over sequences)",
 }
 KEYED_BY = {"arel": "album", "vist-challenge": "sequence"}  # window: the caller's choice
 METEOR_MODE = {"window": "standard", "arel": "hter", "vist-challenge": "hter"}  # the defaults

@@ -163,8 +163,8 @@ def cmd_sheet(args) -> int:
 def _add_reference_args(p: argparse.ArgumentParser) -> None:
     from ..protocols import PROTOCOLS
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="window",
-                   help="arel: AREL's album evaluation (Wang et al. 2018; its Table 1 and papers "
-                        "that use its evaluator): one story per album, keyed by album id; "
+                   help="arel: AREL's album evaluation (Wang et al. 2018; its published scores and "
+                        "papers that use its evaluator): one story per album, keyed by album id; "
                         "vist-challenge: the NAACL 2018 VIST challenge's METEOR: one story per "
                         "photo sequence, keyed by the five photo ids joined by '_'; both score "
                         "whole 5-photo stories exactly as published. window (default): "
