@@ -9,6 +9,7 @@ and spoken to line by line as AREL's wrapper and the challenge's scorer use it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -221,6 +222,14 @@ def test_published_protocols_refuse_what_they_never_did(stories):
     for protocol in ("arel", "vist-challenge"):
         with pytest.raises(ValueError, match=r"seq_len=5"):
             protocol_references(windows, protocol)
+
+
+def test_vist_challenge_without_java_is_nan_with_one_warning(stories, monkeypatch, tmp_path):
+    refs = protocol_references(stories, "vist-challenge")
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no java anywhere
+    with pytest.warns(RuntimeWarning, match="no `java`") as caught:
+        scores = evaluate({k: v[0] for k, v in refs.items()}, refs, protocol="vist-challenge")
+    assert math.isnan(scores["METEOR"]) and scores["n"] == len(refs) and len(caught) == 1
 
 
 def test_arel_joins_storylets_in_story_order_and_keeps_their_text(make_vist, tmp_path):
