@@ -14,7 +14,7 @@ score is aggregated. The published VIST numbers come from two of them.
   are every story over that exact sequence. METEOR ``hter`` of the prediction against each
   reference alone, the best per sequence, the mean over sequences. METEOR only. (The
   challenge's leaderboard also scored against three extra stories per sequence that were
-  never released, and left out the ~3% of sequences whose photos had left Flickr.)
+  never released, and left out the sequences whose photos had left Flickr.)
 - ``window``: visiontales' own: every ``seq_len``-photo window (3 by default) keyed by its
   photo sequence (or album), text normalised by :func:`~visiontales.text.normalize_text`,
   standard METEOR. Handy while developing; no published table uses it.
