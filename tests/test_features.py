@@ -108,3 +108,52 @@ def test_pil_images_are_encoded_but_not_cached(encoder, tmp_path):
     from_file = encoder.encode([str(path)])
     assert torch.allclose(from_pil, from_file)
     assert len(encoder.cache) == 1
+
+
+def test_many_small_runs_compact_automatically(tmp_path):
+    """A cache fed one image at a time stays a few files, and compaction loses nothing."""
+    cache = FeatureCache(tmp_path, "tiny-test", max_shards=4)
+    other_process = FeatureCache(tmp_path, "tiny-test")   # writes shards this one never loaded
+    for i in range(10):
+        (cache if i % 3 else other_process).put({f"img{i}|1|1": torch.full((8,), float(i))})
+        assert len(cache.shards) <= 5
+    fresh = FeatureCache(tmp_path, "tiny-test")
+    assert len(fresh) == 10
+    assert [fresh.get([f"img{i}|1|1"])[f"img{i}|1|1"][0].item() for i in range(10)] == list(range(10))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_native_bf16_extraction_casts_a_frozen_copy_of_the_tower(encoder, tmp_path, monkeypatch, precision):
+    """bf16 weights (not autocast) where the hardware has bf16; CLIP itself stays fp32, and
+    the features stay within float16 rounding plus bf16 noise of the fp32 ones."""
+    monkeypatch.setattr("visiontales.precision.cpu_has_native_bf16", lambda: True)
+    paths = _images(tmp_path, n=4)
+    seen = []
+    hook = lambda mod, inp, out: seen.append(inp[0].dtype)  # noqa: E731
+    encoder.clip.visual.register_forward_hook(hook)
+    fp32 = ImageEncoder(encoder.clip, encoder.preprocess, "fp32", tmp_path / "a", progress=False).encode(paths)
+    bf16_encoder = ImageEncoder(encoder.clip, encoder.preprocess, "bf16", tmp_path / "b", progress=False,
+                                precision=precision)
+    bf16 = bf16_encoder.encode(paths)
+    assert seen == [torch.float32, torch.bfloat16]       # the copy ran in bf16, the original in fp32
+    assert all(p.dtype == torch.float32 for p in encoder.clip.parameters())
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
+    (tmp_path / "more").mkdir()
+    bf16_encoder.encode(_images(tmp_path / "more", n=2))
+    assert seen[2:] == [torch.bfloat16]
+    assert len(bf16_encoder._towers) == 1                # the copy is made once, then reused
+
+
+def test_the_model_keeps_its_encoder_between_calls(tmp_path):
+    """Repeated encode_images calls share one loaded cache index (never re-read per call)."""
+    from visiontales import StoryModel
+    model = StoryModel.tiny()
+    paths = _images(tmp_path)
+    first = model.image_encoder(tmp_path / "cache", progress=False)
+    assert model.image_encoder(tmp_path / "cache", progress=False) is first
+    model.encode_images(paths, tmp_path / "cache", progress=False)
+    verbose = model.image_encoder(tmp_path / "cache", progress=True)
+    assert verbose is not first and verbose.cache is first.cache
+    model.forget_clip_identity()                          # CLIP weights changed: start over
+    assert model.image_encoder(tmp_path / "cache", progress=False) is not first

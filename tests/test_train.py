@@ -275,3 +275,47 @@ def test_building_training_and_seeded_generation_leave_global_state_alone(small,
     again = model.generate([list(small[0]["image_paths"])], do_sample=True, seed=1, max_new_tokens=8,
                            progress=False)
     assert again == stories
+
+
+# /proc/cpuinfo flag lines, shortened: only AVX-512 BF16 and AMX compute bf16 natively
+CPU_FLAGS = {"avx2 only (Zen 2/3, Haswell)": ("fpu sse2 avx avx2 fma", False),
+             "plain AVX-512 (Skylake-SP, Ice Lake)": ("avx2 avx512f avx512dq avx512bw avx512_vnni", False),
+             "AVX-512 BF16 (Zen 4, Cooper Lake)": ("avx2 avx512f avx512_vnni avx512_bf16", True),
+             "AMX (Sapphire Rapids)": ("avx2 avx512f amx_tile amx_int8 amx_bf16", True)}
+
+
+@pytest.mark.parametrize("cpu", list(CPU_FLAGS))
+def test_native_bf16_is_read_from_the_cpu_flags(cpu):
+    from visiontales.precision import native_bf16_in_flags
+    flags, native = CPU_FLAGS[cpu]
+    assert native_bf16_in_flags(f"processor : 0\nflags : {flags}\n") is native
+
+
+@pytest.mark.parametrize("bf16,amx", [(False, False), (True, False), (False, True)])
+def test_without_proc_cpuinfo_torch_decides_and_plain_avx512_is_not_native(monkeypatch, bf16, amx):
+    from pathlib import Path
+
+    from visiontales import precision
+
+    def no_proc(self, *a, **k):
+        raise OSError("not Linux")
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    precision.cpu_has_native_bf16.cache_clear()
+    try:
+        assert precision.cpu_has_native_bf16() is (bf16 or amx)
+    finally:
+        precision.cpu_has_native_bf16.cache_clear()
+
+
+def test_cuda_bf16_by_emulation_does_not_count(monkeypatch):
+    from visiontales.precision import frozen_weights_dtype
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: asked.append(including_emulation) or including_emulation)
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda) is None and asked == [False]
+    assert frozen_weights_dtype("auto", cuda) is torch.float16   # frozen CLIP: fp16 weights instead
+    assert frozen_weights_dtype("fp32", cuda) is None

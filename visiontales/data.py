@@ -22,10 +22,9 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .images import candidate_names, check_image
-from .utils import read_json
+from .utils import progress_bar, read_json
 
 PathLike = Union[str, os.PathLike]
 
@@ -257,7 +256,7 @@ def _check_images(images: Path, photo_ids: Iterable[str],
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         checks = pool.map(lambda p: "missing image" if p is None else check_image(p),
                           paths.values())
-        bar = tqdm(checks, total=len(paths), desc="checking images", disable=not progress)
+        bar = progress_bar(checks, total=len(paths), desc="checking images", disable=not progress)
         return paths, dict(zip(paths, bar))
 
 

@@ -6,6 +6,7 @@ again and an unchanged one never is.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -17,10 +18,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from .images import ImageLike
-from .utils import atomic_path
+from .utils import atomic_path, progress_bar
 
 
 def default_cache_dir() -> Path:
@@ -52,8 +52,9 @@ class FeatureCache:
     metadata, the N file keys. A shard is one file written to a temporary name and renamed,
     so the matrix and its index can never disagree, a crash never leaves a half-written
     shard that is trusted, and several processes can add shards at once (sharded
-    extraction). :meth:`compact` merges them into ``features.safetensors``. A shard that
-    cannot be read is removed and its images encoded again.
+    extraction). :meth:`compact` merges them into ``features.safetensors``, and :meth:`put`
+    calls it once more than ``max_shards`` files pile up, so a cache fed in many small runs
+    stays a few files. A shard that cannot be read is removed and its images encoded again.
 
     >>> import tempfile, torch
     >>> cache = FeatureCache(tempfile.mkdtemp(), "demo-encoder")
@@ -62,7 +63,8 @@ class FeatureCache:
     [1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(self, root: str | os.PathLike, encoder_id: str):
+    def __init__(self, root: str | os.PathLike, encoder_id: str, max_shards: int = 16):
+        self.encoder_id, self.max_shards = encoder_id, max_shards
         safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_id)
         self.dir = Path(root) / safe_id
         self._index: dict[str, tuple[int, int]] | None = None  # key -> (matrix, row)
@@ -127,13 +129,16 @@ class FeatureCache:
         for row, key in enumerate(keys):
             self._index[key] = (len(self._matrices), row)
         self._matrices.append(matrix.to(torch.float16))
+        if len(self._matrices) > self.max_shards:
+            self.compact()
 
     def compact(self) -> None:
         """Merge all shards into one ``features.safetensors`` (one file to memory-map)."""
-        self._load()
         old = self.shards
         if len(old) <= 1:
             return
+        self._index = None  # read every shard on disk now, other processes' included,
+        self._load()        # so the merged file loses nothing that ``old`` held
         keys = list(self._index)
         matrix = torch.stack([self._matrices[m][r] for m, r in self._index.values()])
         merged = self._write("features.safetensors", keys, matrix)
@@ -162,9 +167,12 @@ class ImageEncoder:
 
     Features are L2-normalised (CLIP's own geometry; the model standardises them later
     with training-set statistics) and rounded to float16 as stored. Files are decoded in
-    ``num_workers`` DataLoader processes while the model encodes; ``precision="auto"``
-    encodes under bf16 autocast where the hardware has it. PIL images given directly are
-    encoded but not cached, since they have no file to key on.
+    ``num_workers`` DataLoader processes while the model encodes. ``precision="auto"``
+    encodes with a bf16 copy of the frozen image tower where the hardware computes bf16
+    natively (fp16 on CUDA GPUs without it), fp32 elsewhere; features are stored as float16
+    either way, and the cache does not tell them apart (cosine >= 0.99 to fp32's, see the
+    README). PIL images given directly are encoded but not cached, since they have no file
+    to key on.
 
     >>> import tempfile, visiontales as vt
     >>> from visiontales.loading import TINY_CLIP, load_clip
@@ -188,11 +196,12 @@ class ImageEncoder:
         load_image: Callable[[str], Image.Image] | None = None,
         num_workers: int = 0,
         precision: str = "fp32",
+        cache: FeatureCache | None = None,
     ):
         self.clip = clip_model
         self.preprocess = preprocess
         self.identity = identity
-        self.cache = FeatureCache(cache_dir or default_cache_dir(), identity)
+        self.cache = cache or FeatureCache(cache_dir or default_cache_dir(), identity)
         self.batch_size = batch_size
         self.progress = progress
         self.num_workers = num_workers
@@ -200,14 +209,24 @@ class ImageEncoder:
         if load_image is None:
             from .images import load_image as load_image
         self.load_image = load_image
+        self._towers: dict[tuple[torch.device, torch.dtype], torch.nn.Module] = {}
+
+    def _tower(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        """A frozen copy of CLIP's image tower in ``dtype``, made once per device and dtype."""
+        if (device, dtype) not in self._towers:
+            self._towers = {(device, dtype): copy.deepcopy(self.clip.visual).to(dtype).eval()}
+        return self._towers[device, dtype]
 
     @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        from .precision import autocast, resolve_precision
+        from .precision import frozen_weights_dtype
         device = next(self.clip.parameters()).device
-        dtype = resolve_precision(self.precision, device)
-        with autocast(device, dtype):
-            feats = self.clip.encode_image(pixels.to(device, non_blocking=True)).float()
+        dtype = frozen_weights_dtype(self.precision, device)
+        pixels = pixels.to(device, non_blocking=True)
+        if dtype is None or not hasattr(self.clip, "visual"):
+            feats = self.clip.encode_image(pixels).float()
+        else:  # open_clip's encode_image is its visual tower, then an optional normalise
+            feats = self._tower(device, dtype)(pixels.to(dtype)).float()
         feats = torch.nn.functional.normalize(feats, dim=-1).cpu()
         # round through float16 as the cache does, so a cold and a warm run agree exactly
         return feats.half().float()
@@ -224,7 +243,7 @@ class ImageEncoder:
             # would make a seeded training run depend on whether the feature cache was warm
             generator=torch.Generator())
         out: list[torch.Tensor] = []
-        with tqdm(total=len(paths), desc="encoding images", unit="img",
+        with progress_bar(total=len(paths), desc="encoding images", unit="img",
                   disable=not self.progress or not paths) as bar:
             for pixels in loader:
                 out.append(self._encode_pixels(pixels))

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Hashable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .images import ImageLike, image_data_url
-from .utils import atomic_path, read_json
+from .utils import atomic_path, progress_bar, read_json
 
 CRITERIA = ("coherence", "relevance", "emotional_depth", "overall")
 
@@ -150,7 +149,7 @@ class Judge(abc.ABC):
         results: list[JudgeScores | None] = [None] * len(stories)
         failures: list[str] = []
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool, \
-                tqdm(total=len(stories), desc="judging", unit="story",
+                progress_bar(total=len(stories), desc="judging", unit="story",
                      disable=not progress) as bar:
             futures = {pool.submit(self.score, s, im, k): i
                        for i, (s, im, k) in enumerate(zip(stories, images, keys))}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import loading, saving
-from .features import ImageEncoder, ImageLike, module_digest
+from .features import ImageEncoder, ImageLike, default_cache_dir, module_digest
 from .precision import autocast, resolve_precision
 from .prefix import PrefixMapper
 from .utils import forked_rng
@@ -62,6 +62,7 @@ class StoryModel(nn.Module):
         self.register_buffer("feature_std", torch.ones(feature_dim))
         self.register_buffer("feature_stats_fitted", torch.tensor(False))
         self._clip_identity = clip_identity
+        self._encoders: dict[tuple, ImageEncoder] = {}  # kept between calls: cache index, bf16 tower
         self.eval()  # like transformers' from_pretrained: inference mode until a Trainer says otherwise
 
     # ---- factories -----------------------------------------------------------------
@@ -139,6 +140,7 @@ class StoryModel(nn.Module):
     def forget_clip_identity(self) -> None:
         """CLIP weights may have changed: the feature cache's key must follow."""
         self._clip_identity = None
+        self._encoders = {}
 
     @property
     def clip_identity(self) -> str:
@@ -157,10 +159,18 @@ class StoryModel(nn.Module):
 
         ``cache_dir`` None: ``$VISIONTALES_CACHE`` or ``~/.cache/visiontales``;
         ``num_workers`` DataLoader processes decode images; ``precision="auto"`` encodes
-        under bf16 autocast where the hardware has it natively.
+        with bf16 weights where the hardware computes bf16 natively. The encoder is kept for
+        the next call with the same settings, and every encoder of one cache folder shares
+        one in-memory index, so repeated calls never re-read the cache's files.
         """
-        return ImageEncoder(self.clip, self.preprocess, self.clip_identity, cache_dir, batch_size=batch_size,
-                            progress=progress, num_workers=num_workers, precision=precision)
+        root = Path(cache_dir or default_cache_dir()).resolve()
+        key = (root, self.clip_identity, batch_size, progress, num_workers, precision)
+        if key not in self._encoders:
+            shared = next((e.cache for e in self._encoders.values() if e.cache.dir.parent == root), None)
+            self._encoders[key] = ImageEncoder(self.clip, self.preprocess, self.clip_identity, root,
+                                               batch_size=batch_size, progress=progress,
+                                               num_workers=num_workers, precision=precision, cache=shared)
+        return self._encoders[key]
 
     def encode_images(self, images: Sequence[ImageLike], cache_dir: str | os.PathLike | None = None,
                       progress: bool = True, num_workers: int = 0, precision: str = "fp32") -> torch.Tensor:

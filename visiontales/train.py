@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import PreparedData, collate_batch
@@ -26,7 +25,7 @@ from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_ch
 from .config import TrainingConfig
 from .precision import autocast, resolve_precision
 from .tokens import encode_targets
-from .utils import forked_rng, resolve_device, tf32_matmuls
+from .utils import forked_rng, progress_bar, resolve_device, tf32_matmuls
 
 if TYPE_CHECKING:
     from .model import StoryModel
@@ -198,7 +197,7 @@ class Trainer:
                 self.model.train()
                 batches = list(self.epoch_batches(self.train_data, epoch))
                 state.epoch_batches = len(batches)
-                bar = tqdm(total=len(batches), initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                bar = progress_bar(total=len(batches), initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            disable=not cfg.progress or self.rank > 0, leave=False)
                 for batch in batches[state.batch:]:  # a resumed epoch skips what it had done
                     state.pending_losses.append(self.training_step(model, batch))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from types import ModuleType
 from typing import Any, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -144,3 +146,25 @@ def require(module: str, extra: str, what: str) -> ModuleType:
         package = module.split(".")[0]
         raise MissingExtraError(f"{what} need {package}, which is not installed: "
                                 f'pip install "visiontales[{extra}]"') from None
+
+
+LOG_MININTERVAL = 30.0  # seconds between redraws when a bar writes to a log file
+
+
+def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
+    """tqdm's bar, but in a log (stderr not a terminal, not a notebook) one line per 30 s.
+
+    A bar redraws ten times a second; redirected to a file, an hour of extraction would be
+    36,000 lines. Terminals and notebooks keep the live bar.
+    """
+    notebook = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+    if not notebook and not _isatty(kwargs.get("file") or sys.stderr):
+        kwargs.setdefault("mininterval", LOG_MININTERVAL)
+    return tqdm(*args, **kwargs)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or file-like without isatty
+        return False
