@@ -129,8 +129,7 @@ def test_native_bf16_extraction_casts_a_frozen_copy_of_the_tower(encoder, tmp_pa
     monkeypatch.setattr("visiontales.precision.cpu_has_native_bf16", lambda: True)
     paths = _images(tmp_path, n=4)
     seen = []
-    hook = lambda mod, inp, out: seen.append(inp[0].dtype)  # noqa: E731
-    encoder.clip.visual.register_forward_hook(hook)
+    encoder.clip.visual.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].dtype))
     fp32 = ImageEncoder(encoder.clip, encoder.preprocess, "fp32", tmp_path / "a", progress=False).encode(paths)
     bf16_encoder = ImageEncoder(encoder.clip, encoder.preprocess, "bf16", tmp_path / "b", progress=False,
                                 precision=precision)
