@@ -6,12 +6,14 @@ work), public API only:
 
   (a) ClipCap style: one sequence at a time, greedy, no KV cache (the whole prefix and
       every generated token go through GPT-2 again at each step);
-  (b) library: batched (16 at a time) with GPT-2's KV cache: the decoding of
-      ``StoryModel.generate`` (``StoryModel.generate_ids``, then detokenising), checked once
-      to give exactly the stories ``generate`` gives.
+  (b) library: batched (16 at a time, ``generate``'s default) with GPT-2's KV cache and
+      ``precision="auto"`` (bf16 autocast where the hardware has it natively, fp32 elsewhere):
+      the decoding of ``StoryModel.generate`` (``StoryModel.generate_ids``, then
+      detokenising), checked once to give exactly the stories ``generate`` gives. Printed
+      beside it for reference: the same at ``precision="fp32"``, what bf16 adds.
 
-Both read the image features once, before timing, from one loaded feature cache (``generate``
-itself would open the cache again at every call). The first line says what the machine is;
+Both read the image features once, before timing, from the model's feature cache, loaded
+once for the whole run. The first line says what the machine is;
 the last line is ``ratio=<library / ClipCap>``.
 
     python benchmarks/generate_throughput.py [--tokens 40] [--device auto] [--quick]
@@ -26,6 +28,10 @@ from common import (benchmark_parser, build_model, device_of, machine, median_ra
                     peak_memory_mb, run_isolated)
 
 import visiontales as vt
+from visiontales.precision import autocast, resolve_precision
+
+
+MODES = ("clipcap", "library-fp32", "library")
 
 
 @torch.no_grad()
@@ -61,14 +67,17 @@ def measure(mode: str, args) -> dict:
         rate = median_rate(step, repeats=repeats, steps=2 if args.quick else 4, warmup=1)
     else:
         prompt = torch.tensor(model.prompt_ids(), device=device)
+        precision = "fp32" if mode == "library-fp32" else "auto"
+        dtype = resolve_precision(precision, device)
 
         def stories(start: int, stop: int) -> list[str]:
-            ids = model.generate_ids(features[start:stop], prompt, args.tokens, min_new_tokens=args.tokens)
+            with autocast(device, dtype):
+                ids = model.generate_ids(features[start:stop], prompt, args.tokens, min_new_tokens=args.tokens)
             return [" ".join(t.split()) for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
         # what is timed is what users get (no EOS before min_new_tokens: nothing to cut)
         expected = model.generate(sequences[:16], max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                                  progress=False)
+                                  precision=precision, progress=False)
         if stories(0, min(16, n)) != expected:
             raise SystemExit("generate_ids + decoding no longer gives StoryModel.generate's stories")
 
@@ -85,7 +94,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--sequences", type=int, default=48)
-    parser.add_argument("--mode", choices=["clipcap", "library"], help="(internal) one configuration")
+    parser.add_argument("--mode", choices=MODES, help="(internal) one configuration")
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.sequences = min(args.tokens, 8), min(args.sequences, 8)
@@ -97,9 +106,9 @@ def main() -> None:
     common += ["--quick"] if args.quick else []
     # each configuration in its own process for clean peak memory; --quick stays in this one
     results = {m: measure(m, args) if args.quick else run_isolated(__file__, ["--mode", m, *common])
-               for m in ("clipcap", "library")}
+               for m in MODES}
     for name, r in results.items():
-        print(f"{name:8s} {r['seq_per_s']:7.2f} stories/s  {r['tokens_per_s']:8.1f} tokens/s  "
+        print(f"{name:12s} {r['seq_per_s']:7.2f} stories/s  {r['tokens_per_s']:8.1f} tokens/s  "
               f"peak mem {r['peak_mem_mb']:6.0f} MB")
     print(f"ratio={results['library']['seq_per_s'] / results['clipcap']['seq_per_s']:.2f}")
 

@@ -17,7 +17,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.slow
 @pytest.mark.parametrize("script, last", [("train_throughput.py", "ratio"),
                                           ("generate_throughput.py", "ratio"),
-                                          ("extract_throughput.py", "img_per_s")])
+                                          ("extract_throughput.py", "img_per_s"),
+                                          ("scale.py", "load_s"),
+                                          ("bf16_features.py", "min_cosine")])
 def test_benchmark_runs_quick(script, last, tmp_path):
     # one thread: a quick run's numbers mean nothing, and two OpenMP threads on a busy
     # 2-core machine wait on each other (tiny steps then run ten times slower)
@@ -26,6 +28,8 @@ def test_benchmark_runs_quick(script, last, tmp_path):
                          text=True, timeout=300, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
-    assert lines[0].startswith("machine: ") and "precision auto ->" in lines[0]
-    match = re.fullmatch(rf"{last}=(\d+\.\d+)", lines[-1])
-    assert match and float(match.group(1)) > 0, lines[-1]
+    assert lines[0].startswith("machine: ") and re.search(r"native bf16: (True|False)\].*precision \w+ -> \w+", lines[0])
+    values = dict(item.split("=") for item in lines[-1].split())
+    assert list(values)[0] == last and float(values[last]) > 0, lines[-1]
+    if script == "scale.py":  # 40 writes into the cache, compacted on the way to a few files
+        assert int(values["cache_files"]) <= 17 and float(values["cache_mb"]) > 0
