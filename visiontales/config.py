@@ -55,9 +55,12 @@ class TrainingConfig:
     rl_start_epoch: int = knob(0, "first epoch (0-based) with the reinforcement term")
     log_every: int = knob(10, "steps between history rows")
     progress: bool = knob(True, "tqdm bars")
+    report_to: tuple = knob((), "where the history and samples also go: 'tensorboard' (under output_dir), 'wandb'")
 
     def __post_init__(self):
         self.eval_metrics = tuple(self.eval_metrics)
+        from .loggers import reporters
+        self.report_to = reporters(self.report_to)
         if self.best_metric and self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
             raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
         if self.scheduler not in ("constant", "linear"):
