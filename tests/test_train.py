@@ -319,3 +319,13 @@ def test_cuda_bf16_by_emulation_does_not_count(monkeypatch):
     assert resolve_precision("auto", cuda) is None and asked == [False]
     assert frozen_weights_dtype("auto", cuda) is torch.float16   # frozen CLIP: fp16 weights instead
     assert frozen_weights_dtype("fp32", cuda) is None
+
+
+def test_progress_bars_in_a_log_do_not_redraw_every_step(small, tmp_path, capsys):
+    """Redirected to a file, a bar prints when it opens and closes, not at every step."""
+    model = vt.StoryModel.tiny(vocab_from=small)
+    cfg = _config(tmp_path, epochs=2, batch_size=1, progress=True, save_every=0)
+    vt.Trainer(model, small, config=cfg).train()
+    err = capsys.readouterr().err            # pytest's capture is not a terminal
+    redraws = err.count("epoch 1/2:")
+    assert 1 <= redraws <= 3, err[-500:]     # 12 steps of epoch 1, at most 3 lines of it

@@ -198,7 +198,7 @@ class Trainer:
                 batches = list(self.epoch_batches(self.train_data, epoch))
                 state.epoch_batches = len(batches)
                 bar = progress_bar(total=len(batches), initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           disable=not cfg.progress or self.rank > 0, leave=False)
+                                   disable=not cfg.progress or self.rank > 0, leave=False)
                 for batch in batches[state.batch:]:  # a resumed epoch skips what it had done
                     state.pending_losses.append(self.training_step(model, batch))
                     state.batch += 1
@@ -207,7 +207,7 @@ class Trainer:
                         continue  # gradients accumulate over grad_accum_steps micro-batches
                     self.optimizer_step()
                     if state.step % cfg.log_every == 0 or state.batch == len(batches):
-                        bar.set_postfix(loss=f"{self.log_losses():.3f}")
+                        bar.set_postfix(loss=f"{self.log_losses():.3f}", refresh=False)
                     self.fire("on_step_end")
                 bar.close()
                 state.epoch, state.batch = epoch + 1, 0
