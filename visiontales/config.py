@@ -47,6 +47,8 @@ class TrainingConfig:
     save_steps: int = knob(0, "also checkpoint every N optimiser steps (mid-epoch)")
     keep_checkpoints: int = knob(2, "newest checkpoints kept on disk; older ones removed")
     eval_every_epoch: bool = knob(True, "eval loss on eval_dataset after each epoch")
+    photo_check: bool = knob(True, "also eval_loss_shuffled: the eval loss with the photos swapped "
+                                   "between examples (one more eval pass); a gap near 0 = photos ignored")
     eval_metrics: tuple = knob((), "e.g. ('BLEU-4', 'CIDEr'): scored on eval stories each epoch")
     best_metric: str | None = knob(None, "keep output_dir/best by this history column (eval_loss: lower)")
     num_samples: int = knob(2, "eval stories printed after each epoch")

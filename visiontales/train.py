@@ -23,6 +23,7 @@ from .batching import PreparedData, collate_batch
 from .callbacks import DEFAULT_CALLBACKS, TrainerCallback
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainingConfig
+from .dependence import with_shuffled_photos
 from .precision import autocast, resolve_precision
 from .tokens import encode_targets
 from .utils import forked_rng, progress_bar, resolve_device, tf32_matmuls
@@ -74,6 +75,7 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.train_data: PreparedData | None = None
         self.eval_data: PreparedData | None = None
+        self.eval_shuffled: PreparedData | None = None  # eval_data, photos swapped (photo_check)
 
     # ---- preparation ---------------------------------------------------------------
     def prepare(self, dataset) -> PreparedData:
@@ -305,8 +307,13 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """``eval_loss`` and ``config.eval_metrics`` on the eval set; calls ``on_evaluate``."""
+        """``eval_loss``, ``eval_loss_shuffled`` (``config.photo_check``, see
+        :mod:`visiontales.dependence`) and ``config.eval_metrics``; calls ``on_evaluate``."""
         metrics = {"eval_loss": self.evaluate_loss(self.eval_data)}
+        if self.config.photo_check:  # the same stories with the photos swapped between examples
+            self.eval_shuffled = self.eval_shuffled or with_shuffled_photos(self.eval_data)
+            if len(self.eval_shuffled):
+                metrics["eval_loss_shuffled"] = self.evaluate_loss(self.eval_shuffled)
         if self.config.eval_metrics:
             metrics.update(self.evaluate_metrics())
         self.fire("on_evaluate", metrics=metrics)
@@ -356,7 +363,8 @@ class Trainer:
         ``reward_greedy`` are the mean rewards of the sampled and the greedy (baseline)
         stories over the row's steps (NaN before ``rl_start_epoch``); under DDP, rank 0's.
         """
-        columns = ["step", "epoch", "loss", "lr", "eval_loss", *self.config.eval_metrics]
+        shuffled = ["eval_loss_shuffled"] if any("eval_loss_shuffled" in row for row in self.state.history) else []
+        columns = ["step", "epoch", "loss", "lr", "eval_loss", *shuffled, *self.config.eval_metrics]
         columns += sorted({k for row in self.state.history for k in row} - set(columns))
         return pd.DataFrame(self.state.history, columns=columns)
 
