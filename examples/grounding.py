@@ -16,29 +16,28 @@ import argparse
 import pandas as pd
 
 import visiontales as vt
-from visiontales.object_check import as_set, chance, in_order, truths_of
+from visiontales.dependence import photo_dependence
+from visiontales.object_check import object_accuracy
 from visiontales.train import train_tiny_model
 
-SCORES = {"sequence": in_order, "mean": as_set}  # mean pooling loses the order: score as a set
+PREFIXES = ("sequence", "mean")
 
 
 def grounding_row(prefix: str, seed: int) -> dict:
     val = vt.sample_dataset("val")
-    truths, albums = truths_of(val), list(val.frame["album_id"])
     model = train_tiny_model(prefix, seed=seed, eval_dataset=val, progress=False)
-    stories = model.generate([list(p) for p in val.frame["image_paths"]], progress=False)
-    score = SCORES[prefix]
-    row = {"prefix": prefix, "seed": seed, "accuracy": score(stories, truths),
-           "chance": chance(score, stories, truths, albums)}
-    if prefix == "sequence":
-        row["reversed order"] = in_order(stories, [t[::-1] for t in truths])
+    scores = object_accuracy(model, val)
+    row = {"prefix": prefix, "seed": seed, "accuracy": scores["accuracy"], "chance": scores["chance"]}
+    if "reversed" in scores:
+        row["reversed order"] = scores["reversed"]
+    row["photo gap"] = photo_dependence(model, val)["gap"]  # eval_loss_shuffled - eval_loss
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--prefix", nargs="+", choices=list(SCORES), default=list(SCORES))
+    parser.add_argument("--prefix", nargs="+", choices=PREFIXES, default=list(PREFIXES))
     args = parser.parse_args()
     rows = []
     for prefix in args.prefix:

@@ -69,3 +69,17 @@ def test_normalize_is_idempotent_and_single_spaced(text):
     once = normalize_text(text)
     assert normalize_text(once) == once
     assert "  " not in once and once == once.strip() and once == once.lower()
+
+
+def test_readable_names_are_consistent_within_a_story_and_leave_other_text_alone():
+    from visiontales.text import READABLE_NAMES, readable
+    story = "[male] met [female] at [location] . [male] smiled at [female] . mr. [male] left ."
+    shown = readable(story)
+    words = shown.split()
+    assert "[" not in shown and shown == readable(story)             # stable for one story
+    male, female, place = words[0], words[2], words[4]
+    assert words[6] == male and words[9] == female and words[13] == male   # one person each
+    assert {male, female, place} <= {n for names in READABLE_NAMES.values() for n in names}
+    assert shown.replace(male, "[male]").replace(female, "[female]").replace(place, "[location]") == story
+    others = {readable(f"[male] walked {i} miles .").split()[0] for i in range(40)}
+    assert len(others) > 1                                           # stories meet different people

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -28,6 +29,8 @@ from PIL import Image
 from .data import sample_dataset
 from .images import ImageLike, UnreadableImageError, load_rgb
 from .loading import TINY_CLIP
+from .object_check import story_check
+from .text import readable
 from .utils import require
 
 if TYPE_CHECKING:  # gradio is an optional extra, imported only when a page is built
@@ -160,7 +163,13 @@ Add **1 to {max} photos** (the model was trained on sequences of 3), put them in
 the story, then press **Tell the story**. The table shows how strongly each sentence matches
 each photo (CLIP cosine similarity; the best photo of each sentence is in bold): a story that
 follows the photos lights up the diagonal. <small>Model: GPT-2 `{lm}`, CLIP `{clip}`,
-prefix `{prefix}`.{note}</small>"""
+prefix `{prefix}`.{note}</small>{checks}"""
+CHECKS = """
+
+**Does this model use the photos?** On the {n} held-out sample windows it names the right
+object {where} for **{accuracy:.0%}** of the photos (chance: {chance:.0%}), and its eval loss rises
+from {eval_loss:.2f} to **{eval_loss_shuffled:.2f}** nats per token when the photos are swapped
+between windows. Pick a sample sequence to see the object check of each story."""
 EMPTY_TABLE = pd.DataFrame(columns=["sentence"])
 TINY_NOTE = " The tiny offline model's CLIP is random, so its similarities are noise."
 
@@ -189,6 +198,16 @@ def _error(message: str, title: str = "Cannot tell a story yet.") -> str:
     return f"**{title}** {message}"
 
 
+def photo_checks(model: "StoryModel") -> str:
+    """The intro's paragraph on the sample data: object accuracy and the photo-dependence gap."""
+    from .dependence import photo_dependence
+    from .object_check import object_accuracy
+    val = sample_dataset("val")
+    where = "at the right photo" if model.config.prefix == "sequence" else "in any order"
+    return CHECKS.format(n=len(val), where=where, **object_accuracy(model, val),
+                         **{k: v for k, v in photo_dependence(model, val).items() if k != "gap"})
+
+
 def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
               first_sample: bool = False) -> "gradio.Blocks":
     """The demo page as a ``gradio.Blocks`` (launch it with ``.launch()`` or :func:`serve`).
@@ -196,7 +215,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
     ``sample`` is the dataset the sample picker offers (default: the shipped val split);
     ``first_sample`` opens the page with its first sequence loaded. The story endpoint is
     ``/tell`` for ``gradio_client``: inputs photos (gallery), mode, beam size, temperature,
-    top-p, seed, max new tokens, instruction; outputs story, grounding, table, status.
+    top-p, seed, max new tokens, instruction, readable names (optional); outputs story,
+    grounding, table, status (with the object check for sample photos).
     """
     gr = _gradio()
     frame = (sample if sample is not None else sample_dataset("val")).frame
@@ -204,6 +224,7 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
     choices = [(f"{i + 1}. {' '.join(row.text.split()[:9])}…", i) for i, row in frame.iterrows()]
     first = _captioned(list(frame["image_paths"][0])) if first_sample and len(frame) else None
     max_photos = min(MAX_PHOTOS, model.config.max_images)
+    tiny = model.config.clip == TINY_CLIP  # trained on the sample data: its objects are known
 
     def add_photos(files, gallery):
         paths, problems = _paths(gallery), []
@@ -236,7 +257,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
                                             "like 2,1,3; leave one out to remove it.", "Cannot reorder.")
         return _captioned([paths[n - 1] for n in picked]), "", ""
 
-    def tell_story(gallery, mode, beams, temperature, top_p, seed, max_new_tokens, instruction):
+    def tell_story(gallery, mode, beams, temperature, top_p, seed, max_new_tokens, instruction,
+                   names=False):
         try:
             result = tell(_paths(gallery), model, num_beams=int(beams) if mode == "beam search" else 1,
                           do_sample=mode == "sampling", temperature=float(temperature),
@@ -248,7 +270,13 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
             log.exception("tell failed")
             message = "Something went wrong on the server (it is logged there)."
         else:
-            note = "" if result.story else "The model ended the story at once; try sampling."
+            note = story_check(result.story, _paths(gallery)) or ""
+            note = note if result.story else "The model ended the story at once; try sampling."
+            if names:  # for reading only: the table's sentences get the same names as the story
+                choice = zlib.crc32(result.story.encode())
+                result.story = readable(result.story, choice)
+                result.similarity.index = [readable(t, choice) for t in result.similarity.index]
+                result.similarity.index.name = "sentence"
             return result.story, round(result.grounding, 3), _styled(result.similarity), note
         gr.Warning(message)  # a toast, seen wherever the page is scrolled
         return "", None, EMPTY_TABLE, _error(message)
@@ -266,7 +294,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
     with app:
         gr.Markdown(INTRO.format(max=max_photos, lm=model.config.lm, clip=model.config.clip,
                                  prefix=model.config.prefix,
-                                 note=TINY_NOTE if model.config.clip == TINY_CLIP else ""))
+                                 note=TINY_NOTE if tiny else "",
+                                 checks=photo_checks(model) if tiny else ""))
         with gr.Row():
             with gr.Column(scale=5):
                 with gr.Row():
@@ -288,6 +317,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
                 seed = gr.Number(0, precision=0, label="Seed", visible=False)
                 max_new_tokens = gr.Slider(10, 120, value=60, step=5, label="Story length cap (tokens)")
                 instruction = gr.Textbox(label="Instruction (optional)", placeholder=model.config.prompt)
+                names = gr.Checkbox(False, label="Readable names",
+                                    info="write VIST's [male], [female], [location] as names and places")
                 button = gr.Button("Tell the story", variant="primary", elem_id="tell")
             with gr.Column(scale=6):
                 status = gr.Markdown(label="Status", elem_id="status")
@@ -305,7 +336,7 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
         apply_order.click(reorder, [gallery, order], [gallery, order, status], api_name="reorder")
         mode.change(show_controls, mode, [beams, temperature, top_p, seed], api_name="show_controls")
         button.click(tell_story, [gallery, mode, beams, temperature, top_p, seed, max_new_tokens,
-                                  instruction], [story, grounding, table, status], api_name="tell",
+                                  instruction, names], [story, grounding, table, status], api_name="tell",
                      scroll_to_output=True)
     return app
 

@@ -14,6 +14,7 @@ windows of other albums, which is what a model that ignores the photos gets.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import sample_vocabulary
@@ -66,3 +67,64 @@ def chance(score: Score, stories: Sequence[str], truths: Sequence[Sequence[str]]
 def truths_of(dataset) -> list[list[str]]:
     """Per window, the object of each photo, from the reference sentences."""
     return [mentions(text) for text in dataset.frame["text"]]
+
+
+def object_accuracy(model, dataset=None, **generate_kwargs) -> dict[str, float]:
+    """Greedy stories for ``dataset``'s windows (default: the sample val split), scored.
+
+    ``accuracy``: photos whose object the story names at the photo's position (``sequence``
+    prefix) or anywhere among its first mentions (``mean``, which averages the photos and
+    loses their order); ``chance``: the same stories against other albums' photos; for the
+    ``sequence`` prefix also ``reversed``: against the photos in reverse order.
+    """
+    if dataset is None:
+        from .data import sample_dataset
+        dataset = sample_dataset("val")
+    truths, albums = truths_of(dataset), list(dataset.frame["album_id"])
+    stories = model.generate([list(p) for p in dataset.frame["image_paths"]],
+                             **{"progress": False, **generate_kwargs})
+    score = in_order if model.config.prefix == "sequence" else as_set
+    result = {"accuracy": score(stories, truths), "chance": chance(score, stories, truths, albums)}
+    if model.config.prefix == "sequence":
+        result["reversed"] = in_order(stories, [t[::-1] for t in truths])
+    return result
+
+
+def _digest(path) -> str:
+    import hashlib
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _sample_photo_objects() -> dict[str, str]:
+    """The object of each shipped sample photo, keyed by the file's content (a page hands
+    back copies of the photos under other names)."""
+    from .data import sample_dataset
+    objects = {}
+    for split in ("train", "val"):
+        data = sample_dataset(split)
+        for paths, truth in zip(data.frame["image_paths"], truths_of(data)):
+            objects.update((_digest(p), t) for p, t in zip(paths, truth))
+    return objects
+
+
+def story_check(story: str, photos: Sequence[str]) -> str | None:
+    """One line comparing what a story names with what sample photos show (None when a
+    photo is not one of the shipped sample photos, whose objects are known).
+
+    >>> from visiontales.data import sample_dataset
+    >>> row = sample_dataset("val")[0]
+    >>> story_check(row["text"], row["image_paths"])  # the reference itself  # doctest: +ELLIPSIS
+    'Object check: 3 of 3 photos named at the right place (named: ...)'
+    """
+    known = _sample_photo_objects()
+    try:
+        truths = [known.get(_digest(p)) for p in photos]
+    except OSError:
+        return None
+    if not photos or None in truths:
+        return None
+    named = mentions(story)
+    hits = sum(a == b for a, b in zip(named, truths))
+    return (f"Object check: {hits} of {len(truths)} photos named at the right place "
+            f"(named: {', '.join(named) or 'none'}; the photos show: {', '.join(truths)})")

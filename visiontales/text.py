@@ -87,3 +87,35 @@ def normalize_text(text: str) -> str:
     """
     return " ".join(t for word in text.translate(_QUOTES).lower().split()
                     for t in ([word] if _is_vist_token(word) else _tokenise(word)))
+
+
+# What readable() writes for VIST's placeholders: a few common names and places.
+READABLE_NAMES = {
+    "[male]": ("Tom", "James", "Leo", "Omar", "Ken", "Luis"),
+    "[female]": ("Anna", "Maria", "Lucy", "Mei", "Sara", "Ines"),
+    "[location]": ("Lisbon", "Kyoto", "Boston", "Oslo", "Seville", "Quebec"),
+    "[organization]": ("Northwind", "Acme", "Globex", "Initech", "Umbrella", "Stark"),
+    "[person]": ("Alex", "Sam", "Robin", "Jo", "Kim", "Max"),
+}
+
+
+def readable(text: str, choice: int | None = None) -> str:
+    """``text`` with VIST's placeholders written as names and places, for reading only.
+
+    Every ``[male]`` of one text is the same man (VIST cannot tell two apart), so each
+    placeholder gets one name throughout. Which name comes from ``choice`` (default: a hash
+    of the text, so different stories meet different people and one story is always told
+    the same way). Stored and scored text keeps its placeholders: render, never train on it.
+
+    >>> readable("[female] met [male] in [location] . [male] waved .", choice=0)
+    'Anna met Tom in Lisbon . Tom waved .'
+    >>> readable("a [unknown] tag stays .")
+    'a [unknown] tag stays .'
+    """
+    import zlib
+    index = zlib.crc32(text.encode()) if choice is None else choice
+
+    def name(match: re.Match) -> str:
+        names = READABLE_NAMES.get(match.group(0))
+        return names[index % len(names)] if names else match.group(0)
+    return re.sub(_PLACEHOLDER, name, text)
