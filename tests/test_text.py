@@ -78,7 +78,7 @@ def test_readable_names_are_consistent_within_a_story_and_leave_other_text_alone
     words = shown.split()
     assert "[" not in shown and shown == readable(story)             # stable for one story
     male, female, place = words[0], words[2], words[4]
-    assert words[6] == male and words[9] == female and words[13] == male   # one person each
+    assert words[6] == male and words[9] == female and words[12] == male   # one person each
     assert {male, female, place} <= {n for names in READABLE_NAMES.values() for n in names}
     assert shown.replace(male, "[male]").replace(female, "[female]").replace(place, "[location]") == story
     others = {readable(f"[male] walked {i} miles .").split()[0] for i in range(40)}
