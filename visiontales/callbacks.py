@@ -1,7 +1,8 @@
 """Trainer callbacks: everything around the training loop, with Hugging Face's hook names.
 
 The loop in :meth:`visiontales.Trainer.train` only steps; evaluation, keeping the best
-model, printed samples, RL reward logging and checkpoints are the callbacks below, and
+model, printed samples, RL reward logging, checkpoints and the loggers of
+``config.report_to`` are the callbacks below, and
 yours run after them (``Trainer(..., callbacks=[MyCallback()])``). Every hook receives the
 trainer (model, config, datasets) and its :class:`~visiontales.checkpoint.TrainState`.
 
@@ -93,7 +94,14 @@ class BestModelCallback(TrainerCallback):
 
 
 class SampleCallback(TrainerCallback):
-    """Print ``config.num_samples`` greedy eval stories beside their references each epoch."""
+    """Print ``config.num_samples`` greedy eval stories beside their references each epoch.
+
+    The last epoch's are kept in ``samples`` (photos, generated, reference) for the loggers.
+    """
+
+    def __init__(self):
+        self.samples: list[dict[str, str]] = []
+        self.epoch = 0  # the epoch ``samples`` belong to
 
     def on_epoch_end(self, trainer, state):
         config = trainer.config
@@ -103,8 +111,10 @@ class SampleCallback(TrainerCallback):
         stories = trainer.model.generate([list(p) for p in frame["image_paths"]],
                                          max_new_tokens=config.sample_max_new_tokens,
                                          **trainer.extraction)
-        for story, ref in zip(stories, frame["text"]):
+        self.samples, self.epoch = [], state.epoch
+        for story, ref, photos in zip(stories, frame["text"], frame["photo_ids"]):
             tqdm.write(f"[epoch {state.epoch}] generated: {story}\n           reference: {ref}")
+            self.samples.append({"photos": " ".join(photos), "generated": story, "reference": ref})
 
 
 class RewardLoggingCallback(TrainerCallback):
@@ -132,5 +142,77 @@ class CheckpointCallback(TrainerCallback):
             trainer.save_checkpoint()
 
 
+class TrainingRecordCallback(TrainerCallback):
+    """``output_dir/final/training.json``: the config, the data and the last numbers of the
+    run, which ``visiontales push`` turns into the model card's training section."""
+
+    def on_train_end(self, trainer, state):
+        if trainer.rank > 0:
+            return
+        from .hub import TRAINING_NAME, training_record
+        from .utils import write_json
+        final = Path(trainer.config.output_dir) / "final"
+        if final.is_dir():
+            write_json(final / TRAINING_NAME, training_record(trainer))
+
+
+class ReportCallback(TrainerCallback):
+    """The history and the sample stories to ``config.report_to`` (TensorBoard, W&B).
+
+    It reads ``state.history`` rather than the ``on_log`` row, so what any callback adds
+    (eval loss and metrics at epoch end, RL rewards, your columns) is written too, each
+    number once, at its row's step. Writers: :mod:`visiontales.loggers`; rank 0 only.
+    """
+
+    def __init__(self):
+        self.writers: list = []
+        self.row, self.written = 0, set()  # the history row being written, its keys written
+
+    def on_train_begin(self, trainer, state):
+        if trainer.rank > 0 or not trainer.config.report_to:
+            return
+        from .loggers import open_writers
+        self.writers = open_writers(trainer.config, resumed_step=state.step)
+        self.row, self.written = len(state.history), set()  # a resumed run's rows were written then
+
+    def write_history(self, trainer, state) -> None:
+        from .loggers import finite_numbers, scalar_tag
+        rows = state.history
+        while self.row < len(rows):
+            row = rows[self.row]
+            fresh = {k: v for k, v in finite_numbers(row).items() if k not in self.written}
+            if fresh:
+                for writer in self.writers:
+                    writer.scalars({scalar_tag(k, trainer.config.eval_metrics): v for k, v in fresh.items()},
+                                   int(row["step"]))
+            self.written |= set(fresh)
+            if self.row == len(rows) - 1:
+                break  # the last row may still grow (evaluation fills it at the epoch's end)
+            self.row, self.written = self.row + 1, set()
+
+    def on_step_end(self, trainer, state):
+        if self.writers:
+            self.write_history(trainer, state)
+
+    def on_epoch_end(self, trainer, state):
+        if not self.writers:
+            return
+        self.write_history(trainer, state)
+        sampler = next((cb for cb in trainer.callbacks if isinstance(cb, SampleCallback)), None)
+        if sampler is not None and sampler.samples and sampler.epoch == state.epoch:
+            for writer in self.writers:
+                writer.samples(sampler.samples, state.step)
+        for writer in self.writers:
+            writer.flush()
+
+    def on_train_end(self, trainer, state):
+        if not self.writers:
+            return
+        self.write_history(trainer, state)
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+
+
 DEFAULT_CALLBACKS = (EvaluationCallback, BestModelCallback, SampleCallback, RewardLoggingCallback,
-                     CheckpointCallback)
+                     CheckpointCallback, TrainingRecordCallback, ReportCallback)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 REPORTERS = ("tensorboard", "wandb")
 TENSORBOARD_DIR = "tensorboard"  # under output_dir
+WHAT = {"tensorboard": "the TensorBoard logs", "wandb": "the Weights & Biases logs"}  # for the missing-extra line
 
 
 def reporters(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -46,16 +47,18 @@ def reporters(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def check_available(names: Iterable[str]) -> None:
     """Raise the one-line missing-extra error now, before hours of feature extraction."""
     for name in names:
-        require(name, name, "TensorBoard logging" if name == "tensorboard" else "Weights & Biases logging")
+        require(name, name, WHAT[name])
 
 
-def scalar_tag(key: str) -> str:
-    """The chart a history column goes to: ``eval/...`` for evaluation, ``rl/...`` for the
-    RL rewards, ``train/...`` for the rest.
+def scalar_tag(key: str, eval_metrics: Iterable[str] = ()) -> str:
+    """The chart a history column goes to: ``eval/...`` for evaluation (``eval_*`` and
+    ``config.eval_metrics``), ``rl/...`` for the RL rewards, ``train/...`` for the rest.
 
-    >>> [scalar_tag(k) for k in ("loss", "eval_loss", "eval_loss_shuffled", "reward_sample")]
-    ['train/loss', 'eval/loss', 'eval/loss_shuffled', 'rl/reward_sample']
+    >>> [scalar_tag(k, ["CIDEr"]) for k in ("loss", "eval_loss", "eval_loss_shuffled", "CIDEr", "reward_sample")]
+    ['train/loss', 'eval/loss', 'eval/loss_shuffled', 'eval/CIDEr', 'rl/reward_sample']
     """
+    if key in eval_metrics:
+        return f"eval/{key}"
     if key.startswith("eval_"):
         return f"eval/{key[len('eval_'):]}"
     if key.startswith("reward"):
@@ -97,7 +100,7 @@ class TensorBoardWriter:
     """
 
     def __init__(self, log_dir: str | os.PathLike, config: "TrainingConfig", purge_step: int = 0):
-        require("tensorboard", "tensorboard", "TensorBoard logging")
+        require("tensorboard", "tensorboard", WHAT["tensorboard"])
         from torch.utils.tensorboard import SummaryWriter
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step)
@@ -123,7 +126,7 @@ class WandbWriter:
     ``WANDB_MODE=offline`` keeps it on disk under ``output_dir/wandb``)."""
 
     def __init__(self, output_dir: str | os.PathLike, config: "TrainingConfig"):
-        self.wandb = require("wandb", "wandb", "Weights & Biases logging")
+        self.wandb = require("wandb", "wandb", WHAT["wandb"])
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "visiontales"),
                                    dir=str(output_dir), config=asdict(config))
