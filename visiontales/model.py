@@ -358,13 +358,39 @@ class StoryModel(nn.Module):
         return saving.save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, cache_dir: str | None = None) -> "StoryModel":
-        """Load a folder written by :meth:`save_pretrained`."""
-        directory = Path(directory)
+    def from_pretrained(cls, name_or_path: str | os.PathLike, cache_dir: str | None = None,
+                        revision: str | None = None) -> "StoryModel":
+        """Load a folder written by :meth:`save_pretrained`, or a Hub repo id (``"user/repo"``).
+
+        A Hub model is fetched once into the Hugging Face cache (``cache_dir``, default
+        ``HF_HUB_CACHE``); with ``HF_HUB_OFFLINE=1`` the cached copy is used. ``revision``: a
+        branch, tag or commit of the Hub repo. See :mod:`visiontales.hub`.
+        """
+        from .hub import resolve_model
+        directory = resolve_model(name_or_path, revision=revision, cache_dir=cache_dir)
         config = saving.read_config(directory, StoryModelConfig)
         model = cls(*saving.load_components(directory, config, cache_dir), config)
         saving.load_mapper(model, directory)
         return model
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str | None = None,
+                    training=None) -> str:
+        """Upload the :meth:`save_pretrained` folder and a model card to ``repo_id``; returns
+        the commit URL. ``training``: the :class:`~visiontales.Trainer` (or its
+        ``training.json`` record) whose run the card describes. See :mod:`visiontales.hub`.
+        """
+        import tempfile
+
+        from . import hub
+        from .utils import write_json
+        with tempfile.TemporaryDirectory(prefix="visiontales-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            if training is not None:
+                record = training if isinstance(training, dict) else hub.training_record(training)
+                write_json(folder / hub.TRAINING_NAME, record)
+            return hub.push_folder(folder, repo_id, private=private, token=token, revision=revision,
+                                   commit_message=commit_message)
 
     def load_weights(self, directory: str | os.PathLike) -> "StoryModel":
         """Fill this model in place from a saved folder or checkpoint of the same shape."""

@@ -1,8 +1,8 @@
-"""Command line: ``visiontales {train,generate,demo,serve,evaluate,report,sheet}`` (or ``python -m visiontales``).
+"""Command line: ``visiontales {train,generate,demo,serve,evaluate,report,sheet,push}`` (or ``python -m visiontales``).
 
 Argument parsing lives in this subpackage only; every command calls the library's typed
 functions. One module per command group (:mod:`.train`, :mod:`.generate`, :mod:`.demo`,
-:mod:`.evaluate`), each with an ``add_commands(sub)``; flags several commands share, the
+:mod:`.evaluate`, :mod:`.push`), each with an ``add_commands(sub)``; flags several commands share, the
 training flags generated from ``TrainingConfig`` among them, are in :mod:`.args`.
 Errors a user can fix print one line on stderr and exit 2 (``--debug`` shows the traceback).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, evaluate, generate, train
+from . import demo, evaluate, generate, push, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="visiontales", description="Turn a sequence of photos into a short story (VIST; CLIP + GPT-2).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, generate, demo, evaluate):
+    for group in (train, generate, demo, evaluate, push):
         group.add_commands(sub)
     return parser
 
