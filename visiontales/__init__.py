@@ -24,12 +24,13 @@ from .data import StoryDataset, load_vist, sample_dataset
 from .loading import WeightsUnavailableError
 from .metrics import evaluate
 from .model import StoryModel, StoryModelConfig
+from .stories import load_stories
 from .train import Trainer, TrainingConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "StoryDataset", "load_vist", "sample_dataset",
+    "StoryDataset", "load_vist", "load_stories", "sample_dataset",
     "StoryModel", "StoryModelConfig", "WeightsUnavailableError",
     "Trainer", "TrainingConfig", "TrainState", "TrainerCallback",
     "evaluate",

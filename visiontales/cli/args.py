@@ -25,7 +25,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="mean: average the images (paper); sequence: one prefix block per image")
     g.add_argument("--prefix-length", type=int, default=None,
                    help="prefix tokens (per image in sequence mode); default 10, tiny 4")
-    g.add_argument("--init", metavar="DIR", help="start from a saved model folder instead")
+    g.add_argument("--init", metavar="MODEL",
+                   help="start from a saved model instead: a folder or a Hub repo id (user/repo)")
 
 
 def build_model(args, train_data):

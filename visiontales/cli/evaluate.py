@@ -21,8 +21,11 @@ def _protocol(args) -> None:
     if hasattr(args, "meteor_mode"):  # evaluate/report; evaluate() refuses standard for arel
         args.meteor_mode = args.meteor_mode or METEOR_MODE[args.protocol]
     if args.protocol == "window":
-        args.seq_len = args.seq_len or 3
+        args.seq_len = args.seq_len or (None if getattr(args, "stories", None) else 3)
         return
+    if getattr(args, "stories", None):
+        raise ValueError(f"--protocol {args.protocol} scores VIST's own stories; score --stories "
+                         "with --protocol window")
     if args.seq_len not in (None, STORY_LENGTH):
         raise ValueError(f"--protocol {args.protocol} scores whole {STORY_LENGTH}-photo stories; "
                          f"drop --seq-len {args.seq_len}")
@@ -30,8 +33,14 @@ def _protocol(args) -> None:
 
 
 def _references(args):
-    """The reference dataset: a VIST SIS file with its images, or the shipped sample split."""
+    """The reference dataset: your stories file, a VIST SIS file with its images, or the
+    shipped sample split."""
     from ..data import load_vist, sample_dataset
+    if args.stories:
+        if args.references:
+            raise ValueError("give --stories or --references, not both")
+        from ..stories import load_stories
+        return load_stories(args.stories, seq_len=args.seq_len, progress=False)
     if args.references:
         if not args.images:
             raise ValueError("--references needs --images (the folder of that split's photos)")
@@ -39,8 +48,10 @@ def _references(args):
     return sample_dataset(args.sample, seq_len=args.seq_len)
 
 
-def _sis_file(args) -> str:
+def _sis_file(args) -> str | None:
     from ..data import SAMPLE_DATA_DIR
+    if args.stories:
+        return None
     return args.references or str(SAMPLE_DATA_DIR / f"{args.sample}.story-in-sequence.json")
 
 
@@ -124,7 +135,7 @@ def cmd_evaluate(args) -> int:
     write_json(out.with_suffix(".json"), {
         "protocol": {"name": args.protocol, "about": PROTOCOLS[args.protocol], "by": args.by,
                      "meteor_mode": args.meteor_mode, "seq_len": args.seq_len, "normalize": args.normalize,
-                     "references": str(args.references or f"sample:{args.sample}")},
+                     "references": str(args.stories or args.references or f"sample:{args.sample}")},
         "systems": {name: {k: (None if isinstance(v, float) and math.isnan(v) else v)
                            for k, v in row.items()} for name, row in table.to_dict("index").items()}})
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
@@ -172,6 +183,8 @@ def _add_reference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--references", "--annotations", dest="references",
                    help="VIST SIS json whose stories are the references")
     p.add_argument("--images", "--images-dir", dest="images", help="image folder of that split")
+    p.add_argument("--stories", metavar="FILE", help="your own sequences (JSON lines or CSV, as train "
+                                                     "--stories takes) as the references")
     p.add_argument("--sample", default="val", choices=["train", "val"],
                    help="without --references: the shipped sample split (default: val)")
     p.add_argument("--seq-len", type=int, default=None,
@@ -203,8 +216,9 @@ def add_commands(sub) -> None:
                        help="tidy the predictions into VIST's tokenised form (default: on for "
                             "window, where references are normalised too; off for the published "
                             "protocols, which score the strings as given)")
-        p.add_argument("--grounding-model", metavar="DIR",
-                       help="saved model whose CLIP scores image-story agreement (CLIPScore)")
+        p.add_argument("--grounding-model", metavar="MODEL",
+                       help="saved model (folder or Hub repo id) whose CLIP scores image-story "
+                            "agreement (CLIPScore)")
         p.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint for the rubric judge, "
                                                       "e.g. http://127.0.0.1:8000/v1")
         p.add_argument("--judge-model", default="gpt-4o", help="judge model name (default: gpt-4o)")

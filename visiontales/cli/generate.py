@@ -1,5 +1,6 @@
-"""``visiontales generate``: stories from a saved model, for photos on the command line, a
-folder, or every sequence of a VIST split (written as a prediction file for ``evaluate``)."""
+"""``visiontales generate``: stories from a saved model (a folder or a Hub repo id), for photos
+on the command line, a folder, or every sequence of a stories file or a VIST split (written as
+a prediction file for ``evaluate``)."""
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ def _image_sequences(args) -> list[list[str]]:
                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS if p.suffix)
         if not images:
             raise ValueError(f"{folder}: no images (.jpg, .jpeg, .png, .gif, .bmp) found")
-        n = args.seq_len
+        n = args.seq_len or 3
         return [images[i:i + n] for i in range(0, len(images) - n + 1, n)] or [images]
     if not args.images:
-        raise ValueError("give image paths (one sequence), --folder DIR, --annotations or --split")
+        raise ValueError("give image paths (one sequence), --folder DIR, --stories FILE, --annotations or --split")
     return [args.images]
 
 
@@ -43,11 +44,12 @@ def cmd_generate(args) -> int:
     decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
                     top_p=args.top_p, temperature=args.temperature, seed=args.seed,
                     precision=args.precision, **_prompt_from(args))
-    if args.task == "caption" and (args.annotations or args.split):
+    from_dataset = args.annotations or args.split or args.stories
+    if args.task == "caption" and from_dataset:
         raise ValueError("--task caption captions single photos; a prediction file holds one story "
                          "per photo sequence")
-    model = StoryModel.from_pretrained(args.model)
-    if args.annotations or args.split:
+    model = StoryModel.from_pretrained(args.model, revision=args.revision)
+    if from_dataset:
         return _generate_for_dataset(args, model, decoding)
     sequences = _image_sequences(args)
     if args.task == "caption":  # a caption is of one photo: every image on its own
@@ -63,15 +65,21 @@ def cmd_generate(args) -> int:
 
 
 def _generate_for_dataset(args, model, decoding) -> int:
-    """Stories for every evaluation key of a VIST split, written as a prediction file."""
+    """Stories for every evaluation key of a VIST split or a stories file, written as a
+    prediction file."""
     from ..data import load_vist, sample_dataset
     from ..predictions import predict, write_predictions
-    if args.annotations:
+    from ..stories import load_stories
+    if sum(map(bool, (args.annotations, args.split, args.stories))) > 1:
+        raise ValueError("give one of --stories, --annotations and --split")
+    if args.stories:
+        dataset = load_stories(args.stories, seq_len=args.seq_len)
+    elif args.annotations:
         if not args.images_dir:
             raise ValueError("--annotations needs --images-dir (the folder of that split's photos)")
-        dataset = load_vist(args.annotations, args.images_dir, seq_len=args.seq_len)
+        dataset = load_vist(args.annotations, args.images_dir, seq_len=args.seq_len or 3)
     else:
-        dataset = sample_dataset(args.split, seq_len=args.seq_len)
+        dataset = sample_dataset(args.split, seq_len=args.seq_len or 3)
     predictions = predict(model, dataset, by=args.by, **decoding)
     out = args.out or "predictions.jsonl"
     write_predictions(out, predictions, dataset, by=args.by)
@@ -82,10 +90,13 @@ def _generate_for_dataset(args, model, decoding) -> int:
 def add_commands(sub) -> None:
     from ..instructions import TASKS
     p = sub.add_parser("generate", help="tell stories for image sequences with a saved model")
-    p.add_argument("--model", required=True, help="folder written by save_pretrained / train")
+    p.add_argument("--model", required=True,
+                   help="folder written by save_pretrained / train, or a Hub repo id (user/repo)")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("images", nargs="*", help="image paths of one sequence, in order")
     p.add_argument("--folder", help="a folder of photos, cut in order into --seq-len sequences")
-    p.add_argument("--seq-len", type=int, default=3, help="images per sequence with --folder")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="images per sequence (default: 3; whole sequences for --stories)")
     p.add_argument("--max-new-tokens", type=int, default=60, help="story length cap in tokens")
     p.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of greedy/beam")
@@ -104,8 +115,10 @@ def add_commands(sub) -> None:
     p.add_argument("--annotations", help="a VIST SIS json: tell a story for each of its photo sequences")
     p.add_argument("--images-dir", help="image folder for --annotations")
     p.add_argument("--split", choices=["train", "val"], help="the shipped sample split instead")
+    p.add_argument("--stories", metavar="FILE", help="your own sequences (JSON lines or CSV, as train "
+                                                     "--stories takes): a story for each")
     p.add_argument("--by", choices=["sequence", "album"], default="sequence",
                    help="one story per photo sequence (default) or per album (AREL)")
-    p.add_argument("--out", help="prediction file (JSON lines) for --annotations/--split "
+    p.add_argument("--out", help="prediction file (JSON lines) for --stories/--annotations/--split "
                                  "(default: predictions.jsonl)")
     p.set_defaults(func=cmd_generate)

@@ -1,5 +1,6 @@
-"""``visiontales train``: fine-tune on VIST or the shipped sample data, optionally on an
-instruction mixture with the self-critical RL step (the instruction tuning and RL recipe)."""
+"""``visiontales train``: fine-tune on VIST, your own photo sequences (``--stories``) or the
+shipped sample data, optionally on an instruction mixture with the self-critical RL step
+(the instruction tuning and RL recipe)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,22 +55,45 @@ def _check_recipe_flags(args) -> None:
 
 
 def _datasets(args):
-    """(train, val): the VIST files the flags name, else the shipped sample splits."""
+    """(train, val): your own sequences (``--stories``), the VIST files the flags name, or
+    else the shipped sample splits."""
     from ..data import load_vist, sample_dataset
+    from ..stories import load_stories
+    if args.stories or args.val_stories:
+        if args.annotations or args.val_annotations:
+            raise ValueError("give --stories or --annotations, not both")
+        if not args.stories:
+            raise ValueError("--val-stories needs --stories (the training sequences)")
+        train = load_stories(args.stories, seq_len=args.seq_len, stride=args.stride)
+        val = load_stories(args.val_stories, seq_len=args.seq_len) if args.val_stories else None
+        return train, val
+    seq_len = args.seq_len or 3
     if not args.annotations:
-        return sample_dataset("train", seq_len=args.seq_len), sample_dataset("val", seq_len=args.seq_len)
-    train = load_vist(args.annotations, args.images, seq_len=args.seq_len, stride=args.stride)
-    val = (load_vist(args.val_annotations, args.val_images or args.images, seq_len=args.seq_len)
+        return sample_dataset("train", seq_len=seq_len), sample_dataset("val", seq_len=seq_len)
+    train = load_vist(args.annotations, args.images, seq_len=seq_len, stride=args.stride)
+    val = (load_vist(args.val_annotations, args.val_images or args.images, seq_len=seq_len)
            if args.val_annotations else None)
     return train, val
 
 
+def _describe(label: str, dataset) -> str:
+    """``train: StoryDataset(...)``, and the first reason a row was skipped, if any."""
+    line = f"{label} {dataset!r}"
+    if len(dataset.skipped):
+        first = dataset.skipped.iloc[0]
+        line += f"; first skipped: {first['story_id']} ({first['reason']}); all in dataset.skipped"
+    return line
+
+
 def cmd_train(args) -> int:
     from ..config import TrainingConfig
+    from ..loggers import check_available
     from ..train import Trainer
     _check_recipe_flags(args)
+    config = TrainingConfig(**training_values(args))
+    check_available(config.report_to)  # a missing extra is said now, not after feature extraction
     train, val = _datasets(args)
-    print(f"train: {train!r}" + (f"\nval:   {val!r}" if val is not None else ""))
+    print(_describe("train:", train) + (f"\n{_describe('val:  ', val)}" if val is not None else ""))
     if args.tasks:  # the instruction tuning and RL recipe: windows become instruction examples
         from ..instructions import build_instruction_dataset
         weights = parse_tasks(args.tasks)
@@ -77,7 +101,6 @@ def cmd_train(args) -> int:
                                           max_examples=args.mixture_size)
         print(f"instruction mixture: {len(train)} rows {train.frame['task'].value_counts().to_dict()}")
     model = build_model(args, train)
-    config = TrainingConfig(**training_values(args))
     trainer = Trainer(model, train, val, config, rl=_build_rl(args, train, model))
     history = trainer.train(resume_from=args.resume)
     out = Path(config.output_dir)
@@ -85,18 +108,25 @@ def cmd_train(args) -> int:
     trainer.plot_history().savefig(out / "history.png", dpi=120)
     print(history.tail(3).to_string(index=False))
     print(f"model saved to {out / 'final'}; history in {out / 'history.csv'} and history.png")
+    if "tensorboard" in config.report_to:
+        print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return 0
 
 
 def add_commands(sub) -> None:
     from ..instructions import TASKS
-    p = sub.add_parser("train", help="fine-tune on VIST (or the shipped sample data)")
+    p = sub.add_parser("train", help="fine-tune on VIST, your own photo sequences or the shipped sample data")
     p.add_argument("--annotations", help="VIST SIS json, e.g. sis/train.story-in-sequence.json "
                                          "(default: the shipped sample dataset)")
     p.add_argument("--images", help="folder of <photo_flickr_id>.<ext> images")
     p.add_argument("--val-annotations", help="held-out SIS json for eval loss and samples")
     p.add_argument("--val-images", help="image folder of the held-out split (default: --images)")
-    p.add_argument("--seq-len", type=int, default=3, help="images per window (default: 3)")
+    p.add_argument("--stories", metavar="FILE",
+                   help="your own photo sequences instead: JSON lines ({\"images\": [...], \"story\": ...}) "
+                        "or CSV (images ';'-separated, story), image paths relative to the file")
+    p.add_argument("--val-stories", metavar="FILE", help="held-out sequences in the same form as --stories")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="images per window (default: 3 for VIST; whole sequences for --stories)")
     p.add_argument("--stride", type=int, default=1, help="step between windows (default: 1)")
     p.add_argument("--resume", metavar="CKPT", help="checkpoint folder or 'latest'")
     add_model_args(p)
