@@ -19,6 +19,7 @@ step 1: loss ...
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,5 +215,29 @@ class ReportCallback(TrainerCallback):
         self.writers = []
 
 
-DEFAULT_CALLBACKS = (EvaluationCallback, BestModelCallback, SampleCallback, RewardLoggingCallback,
-                     CheckpointCallback, TrainingRecordCallback, ReportCallback)
+class PhotoDependenceCallback(TrainerCallback):
+    """Warn once when the photos barely change the eval loss after a few epochs.
+
+    ``eval_loss_shuffled`` (``config.photo_check``) within
+    :data:`~visiontales.dependence.GAP_WARNING` of ``eval_loss`` after
+    :data:`~visiontales.dependence.WARN_AFTER_EPOCHS` epochs: the model tells the same story
+    whatever the photos.
+    """
+
+    def __init__(self):
+        self.warned = False
+
+    def on_evaluate(self, trainer, state, metrics):
+        from .dependence import GAP_WARNING, WARN_AFTER_EPOCHS
+        gap = metrics.get("eval_loss_shuffled", math.nan) - metrics["eval_loss"]
+        if self.warned or trainer.rank > 0 or state.epoch < WARN_AFTER_EPOCHS or not gap < GAP_WARNING:
+            return
+        self.warned = True
+        warnings.warn(f"The model is not using the photos: after {state.epoch} epochs, shuffling the "
+                      f"photos changes its eval loss by only {gap:.3f} nats per token; try the "
+                      "order-aware prefix (prefix='sequence'), more epochs or a higher learning rate.",
+                      UserWarning, stacklevel=2)
+
+
+DEFAULT_CALLBACKS = (EvaluationCallback, PhotoDependenceCallback, BestModelCallback, SampleCallback,
+                     RewardLoggingCallback, CheckpointCallback, TrainingRecordCallback, ReportCallback)
