@@ -221,3 +221,17 @@ def test_generate_task_sets_the_instruction_and_captions_each_photo(tmp_path, mo
                            (["all", "story"], "stands alone"), (["story=x"], "must be a number")):
         with pytest.raises(ValueError, match=message):
             parse_tasks(specs)
+
+
+def test_generate_readable_prints_names_and_keeps_prediction_files_scorable(tmp_path, monkeypatch, cli):
+    from visiontales.text import readable
+    train = vt.sample_dataset("train").select(range(4))
+    vt.StoryModel.tiny(vocab_from=train).save_pretrained(tmp_path / "m")
+    told = "[female] and [male] went to [location] . [male] laughed ."
+    monkeypatch.setattr(vt.StoryModel, "generate", lambda self, sequences, **kw: [told] * len(sequences))
+    photos = [str(p) for p in train[0]["image_paths"]]
+    out = cli("generate", "--model", str(tmp_path / "m"), *photos, "--readable")
+    assert out.returncode == 0 and readable(told) in out.stdout and "[male]" not in out.stdout
+    refused = cli("generate", "--model", str(tmp_path / "m"), "--split", "val", "--readable",
+                  "--out", str(tmp_path / "p.jsonl"))
+    assert refused.returncode == 2 and "placeholders" in refused.stderr and not (tmp_path / "p.jsonl").exists()

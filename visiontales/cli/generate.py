@@ -50,11 +50,17 @@ def cmd_generate(args) -> int:
                          "per photo sequence")
     model = StoryModel.from_pretrained(args.model, revision=args.revision)
     if from_dataset:
+        if args.readable:
+            raise ValueError("--readable is for printed stories; a prediction file keeps VIST's "
+                             "placeholders, since references and scores use them")
         return _generate_for_dataset(args, model, decoding)
     sequences = _image_sequences(args)
     if args.task == "caption":  # a caption is of one photo: every image on its own
         sequences = [[image] for seq in sequences for image in seq]
     stories = model.generate(sequences, **decoding)
+    if args.readable:  # for reading only: prediction files (--out) keep the placeholders
+        from ..text import readable
+        stories = [readable(story) for story in stories]
     for seq, story in zip(sequences, stories):
         if args.json:
             print(json.dumps({"images": seq, "story": story}))
@@ -112,6 +118,9 @@ def add_commands(sub) -> None:
                                                  "story (fill_in) for --task")
     p.add_argument("--prompt", help="a free prompt text instead of the model's ('' for none)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--readable", action="store_true",
+                   help="write VIST's [male], [female], [location]... as names and places (one name "
+                        "per placeholder within a story), for reading")
     p.add_argument("--annotations", help="a VIST SIS json: tell a story for each of its photo sequences")
     p.add_argument("--images-dir", help="image folder for --annotations")
     p.add_argument("--split", choices=["train", "val"], help="the shipped sample split instead")
