@@ -137,3 +137,31 @@ def test_a_trainer_run_with_report_to_tensorboard_leaves_the_loss_and_the_sample
     last_story = next(cb for cb in trainer.callbacks if isinstance(cb, SampleCallback)).samples[0]["generated"]
     assert last_story.replace("|", "\\|") in texts["samples/text_summary"][-1][1]
     assert all(math.isfinite(v) for _, v in scalars["train/lr"])
+
+
+@pytest.mark.slow
+def test_report_to_wandb_logs_the_same_offline(tmp_path, monkeypatch):
+    """Weights & Biases is optional and not a test requirement: this runs where it is installed,
+    offline (WANDB_MODE=offline writes the run under output_dir/wandb, nothing is sent)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = vt.TrainingConfig(report_to=["wandb"], output_dir=str(tmp_path))
+    sampler, report, state = SampleCallback(), ReportCallback(), TrainState()
+    trainer = _stand_in(config, sampler)
+    report.on_train_begin(trainer, state)
+    run = report.writers[0].run
+    assert run.config["report_to"] == ["wandb"] and run.config["output_dir"] == str(tmp_path)
+    state.history.append({"step": 5, "epoch": 1, "loss": 2.0, "lr": 1e-3, "eval_loss": NAN})
+    report.on_step_end(trainer, state)
+    state.history[-1].update(eval_loss=1.5)
+    sampler.samples, sampler.epoch, state.epoch, state.step = (
+        [{"photos": "1 2 3", "generated": "a dog ran .", "reference": "the dog ran ."}], 1, 1, 5)
+    report.on_epoch_end(trainer, state)
+    state.history.append({"step": 10, "epoch": 2, "loss": 1.0, "lr": 1e-3})
+    report.on_step_end(trainer, state)       # step 10 begins a new W&B row: step 5's is complete
+    summary = dict(run.summary)
+    assert (summary["_step"], summary["train/loss"], summary["eval/loss"]) == (5, 2.0, 1.5)
+    report.on_train_end(trainer, state)
+    [table] = (tmp_path / "wandb").glob("offline-run-*/files/media/table/samples_5_*.table.json")
+    assert json.loads(table.read_text())["data"] == [["1 2 3", "a dog ran .", "the dog ran ."]]
