@@ -6,7 +6,8 @@ import torch
 
 import visiontales as vt
 from visiontales.batching import PreparedData
-from visiontales.dependence import photo_dependence, photo_derangement, with_shuffled_photos
+from visiontales.dependence import (WARN_AFTER_EPOCHS, photo_dependence, photo_derangement,
+                                    with_shuffled_photos)
 
 
 def test_no_example_keeps_its_photos_on_the_sample_windows():
@@ -39,9 +40,9 @@ def test_shuffled_data_keeps_the_text_and_changes_every_photo():
     assert all(not torch.equal(a, b) for a, b in zip(swapped.features, data.features))
 
 
-def _trainer(tmp_path, model=None, **overrides):
+def _trainer(tmp_path, model=None, epochs=4, **overrides):
     train, val = vt.sample_dataset("train").select(range(16)), vt.sample_dataset("val").select(range(12))
-    config = vt.TrainingConfig.tiny(epochs=4, batch_size=8, progress=False, save_every=0,
+    config = vt.TrainingConfig.tiny(epochs=epochs, batch_size=8, progress=False, save_every=0,
                                     output_dir=str(tmp_path), **overrides)
     return vt.Trainer(model or vt.StoryModel.tiny(vocab_from=train), train, val, config)
 
@@ -69,7 +70,7 @@ def test_a_model_that_cannot_see_the_photos_gets_one_warning(tmp_path):
     for p in model.mapper.parameters():
         torch.nn.init.zeros_(p)
         p.requires_grad_(False)
-    trainer = _trainer(tmp_path, model=model)
+    trainer = _trainer(tmp_path, model=model, epochs=WARN_AFTER_EPOCHS + 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train()
