@@ -145,13 +145,13 @@ def model_card(config: "StoryModelConfig", repo_id: str, training: dict[str, Any
             "them; they are not in this repo)" if not has_clip_folder
             else f"open_clip `{config.clip}`, weights in `clip/` (open_clip's `local-dir:` format)")
     prefix = ("one block of prefix tokens per photo plus a learned position, so the story follows the "
-              "order of the photos" if config.prefix == "sequence" else "the mean of the photos' features "
-              "(the VisionTales paper; the order of the photos is lost)")
+              "order of the photos" if config.prefix == "sequence" else "the photos' features averaged, "
+              "as in the VisionTales paper, so their order is lost")
     lines = [
         "---", "library_name: visiontales", "pipeline_tag: image-to-text",
         "tags:", "- visual-storytelling", "- vist", "- clip", "- gpt2", "---", "",
         f"# {repo_id.split('/')[-1]}", "",
-        "A [visiontales](https://pypi.org/project/visiontales/) story model: give it a sequence of "
+        "A visiontales story model: give it a sequence of "
         "photos, it tells a short story. A frozen CLIP encodes each photo; a prefix mapper turns the "
         f"features into {config.prefix_length} GPT-2 input embeddings ({config.prefix} prefix: {prefix}); "
         f"GPT-2 (`{config.lm}`, fine-tuned) writes the story after the prompt \"{config.prompt}\".", "",
