@@ -1,7 +1,7 @@
 """The README's grounding table: do the stories name what the held-out photos show?
 
 For each seed and prefix: the tiny model trained with the package's one offline recipe,
-``visiontales.train.train_tiny_model`` (``TrainingConfig.tiny()``: 20 epochs on the shipped
+``visiontales.train.train_tiny_model`` (``TrainingConfig.tiny()``: 40 epochs on the shipped
 sample data), as ``tests/test_grounding.py`` trains it, then greedy stories for the 90 held-out
 windows, scored with :mod:`visiontales.object_check` against the photos' objects, against
 chance (other albums' photos) and, for the ``sequence`` prefix, against the reversed order.
