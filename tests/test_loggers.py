@@ -116,6 +116,10 @@ def test_a_missing_extra_is_one_line_before_any_work(monkeypatch, cli, tmp_path)
     out = cli("train", "--tiny", "--report-to", "tensorboard", "--output-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "visiontales[tensorboard]" in out.stderr
     assert out.stdout == "" and not (tmp_path / "run").exists()   # stopped before loading data
+    data = vt.sample_dataset("train").select(range(2))
+    with pytest.raises(ImportError, match="visiontales\\[tensorboard\\]"):  # the library: at Trainer(...)
+        vt.Trainer(vt.StoryModel.tiny(vocab_from=data), data,
+                   config=vt.TrainingConfig(report_to=["tensorboard"], output_dir=str(tmp_path / "lib")))
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import pandas as pd
 import torch
 
-from . import distributed
+from . import distributed, loggers
 from .batching import PreparedData, collate_batch
 from .callbacks import DEFAULT_CALLBACKS, TrainerCallback
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -63,6 +63,7 @@ class Trainer:
         if cfg.rl_weight > 0 and rl is None:
             raise ValueError("TrainingConfig.rl_weight > 0 needs the RL step: "
                              "Trainer(..., rl=SelfCritical(CiderReward(train_dataset)))")
+        loggers.check_available(cfg.report_to)  # a missing extra fails now, not after extraction
         self.callbacks = [cls() for cls in DEFAULT_CALLBACKS] + list(callbacks)
         self.device = distributed.init(cfg.device) or resolve_device(cfg.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()

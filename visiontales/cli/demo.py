@@ -83,7 +83,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("serve", help="open the demo page: add photos, reorder them, get a story")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", metavar="DIR", help="folder written by save_pretrained / train")
+    source.add_argument("--model", metavar="DIR", help="folder written by save_pretrained / train, "
+                                                       "or a Hugging Face Hub id (user/repo)")
     source.add_argument("--tiny", action="store_true",
                         help="the offline tiny model, trained on the shipped sample data first "
                              "(minutes on a CPU)")
