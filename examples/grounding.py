@@ -8,6 +8,7 @@ chance (other albums' photos) and, for the ``sequence`` prefix, against the reve
 
     python examples/grounding.py                      # seeds 0-4, both prefixes: ~15 min on 2 CPU cores
     python examples/grounding.py --seeds 0 --prefix sequence
+    python examples/grounding.py --prefix sequence --epochs 20   # the recipe before 40 epochs
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from visiontales.train import train_tiny_model
 PREFIXES = ("sequence", "mean")
 
 
-def grounding_row(prefix: str, seed: int) -> dict:
+def grounding_row(prefix: str, seed: int, **overrides) -> dict:
     val = vt.sample_dataset("val")
-    model = train_tiny_model(prefix, seed=seed, eval_dataset=val, progress=False)
+    model = train_tiny_model(prefix, seed=seed, eval_dataset=val, progress=False, **overrides)
     scores = object_accuracy(model, val)
     row = {"prefix": prefix, "seed": seed, "accuracy": scores["accuracy"], "chance": scores["chance"]}
     if "reversed" in scores:
@@ -38,11 +39,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--prefix", nargs="+", choices=PREFIXES, default=list(PREFIXES))
+    parser.add_argument("--epochs", type=int, help="instead of the tiny recipe's (40)")
     args = parser.parse_args()
+    overrides = {"epochs": args.epochs} if args.epochs else {}
     rows = []
     for prefix in args.prefix:
         for seed in args.seeds:
-            rows.append(grounding_row(prefix, seed))
+            rows.append(grounding_row(prefix, seed, **overrides))
             print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in rows[-1].items()), flush=True)
     table = pd.DataFrame(rows)

@@ -11,7 +11,7 @@ from typing import Any
 # the model names the first photo's object within a few epochs, but learning which sentence
 # belongs to which later photo comes late, and at 20 epochs the decaying learning rate
 # stopped it halfway for most seeds (in-order accuracy 0.36 to 0.77 over seeds 0-4; at 40:
-# 0.88 to 0.95, README "Grounding").
+# 0.88 to 0.94, README "Grounding").
 TINY_TRAINING = dict(lr=1e-3, batch_size=8, epochs=40, warmup_steps=20, scheduler="linear",
                      num_samples=0, log_every=5)
 
