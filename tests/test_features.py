@@ -156,3 +156,13 @@ def test_the_model_keeps_its_encoder_between_calls(tmp_path):
     assert verbose is not first and verbose.cache is first.cache
     model.forget_clip_identity()                          # CLIP weights changed: start over
     assert model.image_encoder(tmp_path / "cache", progress=False) is not first
+
+
+def test_a_loaded_cache_sees_what_another_process_wrote_since(encoder, tmp_path):
+    """DDP ranks and parallel runs: features another writer added are read, not encoded again."""
+    paths = _images(tmp_path, n=4)
+    encoder.encode(paths[:2])                        # this cache's index is now loaded
+    _another(encoder, tmp_path).encode(paths[2:])   # a second writer adds a shard
+    assert sum(encoder.calls) == 4
+    encoder.encode(paths)
+    assert sum(encoder.calls) == 4                   # nothing encoded twice

@@ -33,7 +33,7 @@ def test_overfitting_a_small_set_drives_the_loss_down(small, tmp_path):
     model = vt.StoryModel.tiny(vocab_from=small)
     trainer = vt.Trainer(model, small, small, _config(tmp_path, epochs=12))
     history = trainer.train()
-    assert list(history.columns) == ["step", "epoch", "loss", "lr", "eval_loss"]
+    assert list(history.columns) == ["step", "epoch", "loss", "lr", "eval_loss", "eval_loss_shuffled"]
     assert history["loss"].iloc[-1] < 0.4 * history["loss"].iloc[0]
     evals = history.dropna(subset=["eval_loss"])
     # each epoch's eval loss below the last (every step over 0.1 for training seeds 0-3 and 7,
@@ -41,7 +41,7 @@ def test_overfitting_a_small_set_drives_the_loss_down(small, tmp_path):
     assert len(evals) == 12 and evals["eval_loss"].is_monotonic_decreasing
     assert evals["eval_loss"].iloc[-1] < 0.3 * evals["eval_loss"].iloc[0]
     fig = trainer.plot_history()
-    assert len(fig.axes[0].lines) == 2     # train curve and eval points
+    assert len(fig.axes[0].lines) == 3     # train curve, eval points, eval with the photos shuffled
     assert (tmp_path / "run" / "final" / "visiontales_config.json").is_file()
 
 

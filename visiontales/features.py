@@ -69,16 +69,27 @@ class FeatureCache:
         self.dir = Path(root) / safe_id
         self._index: dict[str, tuple[int, int]] | None = None  # key -> (matrix, row)
         self._matrices: list[torch.Tensor] = []
+        self._seen: set[str] = set()  # shard files already in the index
 
     @property
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("*.safetensors")) if self.dir.is_dir() else []
 
     def _load(self) -> None:
-        if self._index is not None:
-            return
-        self._index, self._matrices = {}, []
+        if self._index is None:
+            self._index, self._matrices, self._seen = {}, [], set()
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Read the shards other processes wrote since this cache last looked (one listing).
+
+        Under DDP each rank encodes its share, then every rank refreshes and sees them all.
+        """
+        if self._index is None:
+            return self._load()
         for shard in self.shards:
+            if shard.name in self._seen:
+                continue
             try:
                 with safe_open(str(shard), framework="pt") as f:
                     keys = json.loads(f.metadata()["keys"])
@@ -88,6 +99,7 @@ class FeatureCache:
             except Exception:  # corrupted or foreign: never trusted, rebuilt on demand
                 shard.unlink(missing_ok=True)
                 continue
+            self._seen.add(shard.name)
             for row, key in enumerate(keys):
                 self._index[key] = (len(self._matrices), row)
             self._matrices.append(matrix)
@@ -125,7 +137,7 @@ class FeatureCache:
         self._load()
         keys = list(features)
         matrix = torch.stack([v.detach().cpu() for v in features.values()])
-        self._write(f"shard-{time.time_ns()}-{os.getpid()}.safetensors", keys, matrix)
+        self._seen.add(self._write(f"shard-{time.time_ns()}-{os.getpid()}.safetensors", keys, matrix).name)
         for row, key in enumerate(keys):
             self._index[key] = (len(self._matrices), row)
         self._matrices.append(matrix.to(torch.float16))
@@ -146,7 +158,7 @@ class FeatureCache:
             if shard != merged:
                 shard.unlink(missing_ok=True)
         self._index = {key: (0, row) for row, key in enumerate(keys)}
-        self._matrices = [matrix]
+        self._matrices, self._seen = [matrix], {merged.name}
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -262,6 +274,7 @@ class ImageEncoder:
     def _precompute(self, keys: dict[str, str], shard_index: int = 0, num_shards: int = 1) -> int:
         """:meth:`precompute` with the file keys already made: ``{file_key: path}``."""
         mine = list(keys)[shard_index::num_shards]  # by position in paths, never by what is cached
+        self.cache.refresh()  # another process (a DDP rank, a second run) may have added shards
         todo = [k for k in mine if k not in self.cache]  # (another rank may have written already)
         fresh = self._encode_files([keys[k] for k in todo])
         self.cache.put({k: fresh[keys[k]] for k in todo})
