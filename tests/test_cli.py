@@ -119,10 +119,15 @@ def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("generated:") == 2 and out.stdout.count("reference:") == 2
     assert "demo finished" in out.stdout
+    assert re.search(r"^object accuracy: [01]\.\d\d \(chance: 0\.\d\d\), 90 held-out windows, objects "
+                     r"named at the right photo$", out.stdout, flags=re.MULTILINE)   # the sequence prefix
+    assert re.search(r"^photo dependence: eval loss \d+\.\d\d, with the photos shuffled \d+\.\d\d "
+                     r"\(gap -?\d+\.\d\d nats per token\)$", out.stdout, flags=re.MULTILINE)
     # the saved model is the one that told the printed stories: reloaded, it tells them again
     printed = re.findall(r"^  generated: (.*)$", out.stdout, flags=re.MULTILINE)
     shown = vt.sample_dataset("val").frame.drop_duplicates("photo_ids").head(2)
     model = vt.StoryModel.from_pretrained(tmp_path / "demo" / "final")
+    assert model.config.prefix == "sequence"                  # order-aware unless --prefix mean
     assert model.generate([list(p) for p in shown["image_paths"]]) == printed
 
 
