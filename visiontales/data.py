@@ -253,11 +253,15 @@ def _check_images(images: Path, photo_ids: Iterable[str],
     names = set(os.listdir(images))
     paths = {pid: next((str(images / n) for n in candidate_names(pid) if n in names), None)
              for pid in photo_ids}
+    return paths, dict(zip(paths, check_images(list(paths.values()), progress)))
+
+
+def check_images(paths: Sequence[str | None], progress: bool) -> list[str | None]:
+    """The problem of each image (None if fine; a None path is a missing image), on threads:
+    checking is I/O bound, and real VIST has ~200k files."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checks = pool.map(lambda p: "missing image" if p is None else check_image(p),
-                          paths.values())
-        bar = progress_bar(checks, total=len(paths), desc="checking images", disable=not progress)
-        return paths, dict(zip(paths, bar))
+        checks = pool.map(lambda p: "missing image" if p is None else check_image(p), paths)
+        return list(progress_bar(checks, total=len(paths), desc="checking images", disable=not progress))
 
 
 def load_vist(annotations: PathLike, images: PathLike, seq_len: int = 3, stride: int = 1,

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .data import COLUMNS, SKIPPED_COLUMNS, PathLike, StoryDataset, window_starts
-from .images import check_image
-from .utils import progress_bar
+from .data import COLUMNS, SKIPPED_COLUMNS, PathLike, StoryDataset, check_images, window_starts
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -95,10 +92,7 @@ def _read_csv(path: Path) -> list[tuple[int, Any]]:
 def _check_all(paths: list[str], progress: bool) -> dict[str, str | None]:
     """Each unique image's problem (None if fine), checked once, on threads (I/O bound)."""
     unique = list(dict.fromkeys(paths))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checks = progress_bar(pool.map(check_image, unique), total=len(unique), desc="checking images",
-                              disable=not progress)
-        return dict(zip(unique, checks))
+    return dict(zip(unique, check_images(unique, progress)))
 
 
 def load_stories(path: PathLike, seq_len: int | None = None, stride: int = 1,
