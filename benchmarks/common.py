@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 import visiontales as vt
-from visiontales.loading import load_clip
-from visiontales.model import StoryModelConfig
-from visiontales.precision import cpu_has_native_bf16, resolve_precision
-from visiontales.tokens import gpt2_tokenizer
+from visiontales.model.backbones import load_clip
+from visiontales.model.story_model import StoryModelConfig
+from visiontales.model.precision import cpu_has_native_bf16, resolve_precision
+from visiontales.model.tokens import gpt2_tokenizer
 from visiontales.utils import resolve_device
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")

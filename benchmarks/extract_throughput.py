@@ -19,7 +19,7 @@ import torch
 from common import benchmark_parser, build_model, device_of, machine, median_rate
 
 import visiontales as vt
-from visiontales.images import load_image
+from visiontales.data.images import load_image
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from common import (benchmark_parser, build_model, device_of, machine, median_ra
                     peak_memory_mb, run_isolated)
 
 import visiontales as vt
-from visiontales.precision import autocast, resolve_precision
+from visiontales.model.precision import autocast, resolve_precision
 
 
 MODES = ("clipcap", "library-fp32", "library")

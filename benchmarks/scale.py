@@ -34,7 +34,7 @@ from PIL import Image
 from common import benchmark_parser, device_of, machine
 
 import visiontales as vt
-from visiontales.features import file_key
+from visiontales.model.features import file_key
 
 STORIES_PER_ALBUM, PHOTOS_PER_ALBUM, PHOTOS_PER_STORY = 5, 21, 5
 

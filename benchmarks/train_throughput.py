@@ -6,7 +6,7 @@ real tokenizer) on the shipped sample stories, through the public API only:
   (a) paper:   batch 1, fp32, AdamW lr 5e-5, CLIP encodes the window's three images at every
                step, logits over the whole sequence (prefix, prompt and story);
   (b) library: ``Trainer.prepare`` (CLIP once, cached features), batch 16 grouped by length
-               (``visiontales.batching``), precision "auto" (bf16 autocast where the hardware
+               (``visiontales.training.batching``), precision "auto" (bf16 autocast where the hardware
                has it natively), ``StoryModel.loss`` (LM head on target tokens only).
 
 Each configuration runs in its own process (clean peak memory); throughput is the median of
@@ -26,10 +26,10 @@ from common import (benchmark_parser, build_model, count_flops, device_of, machi
                     matmul_peak_flops, median_rate, peak_memory_mb, run_isolated)
 
 import visiontales as vt
-from visiontales.batching import collate_batch
-from visiontales.images import load_image
-from visiontales.precision import autocast, resolve_precision
-from visiontales.tokens import collate, encode_targets
+from visiontales.training.batching import collate_batch
+from visiontales.data.images import load_image
+from visiontales.model.precision import autocast, resolve_precision
+from visiontales.model.tokens import collate, encode_targets
 
 
 def paper_step_fn(model, data, device):

@@ -1,5 +1,5 @@
 """Ablations in the manner of Table 3 of Lin & Chen's instruction tuning and RL recipe
-(see :mod:`visiontales.instructions`), on the shipped sample data with tiny models.
+(see :mod:`visiontales.recipes.instructions`), on the shipped sample data with tiny models.
 
     python examples/ablation.py --quick    # under a minute: a smoke run, its numbers mean little
     python examples/ablation.py            # 20 epochs, one seed: about 15 minutes on 2 CPU cores
@@ -20,7 +20,7 @@ is on in the last ``--rl-epochs`` of them. The variants:
   pretrained GPT-2.
 
 Scores on the val split, one greedy story per photo sequence: BLEU-4, METEOR, ROUGE-L and
-CIDEr (x100, :func:`visiontales.metrics.evaluate`), and object accuracy: the fraction of
+CIDEr (x100, :func:`visiontales.evaluation.metrics.evaluate`), and object accuracy: the fraction of
 val photos whose object (the sample vocabulary's object word its reference sentence names)
 is the object named at the same position in the story (the k-th object word the story names
 is compared with photo k's). The paper's table has GPT-4 rubric scores; these are n-gram
@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 
 import visiontales as vt
-from visiontales.data import sample_vocabulary
-from visiontales.instructions import build_instruction_dataset
-from visiontales.metrics import evaluate, references_from_dataset
-from visiontales.predictions import keys_for
-from visiontales.rl import CiderReward, SelfCritical
-from visiontales.tokens import collate, encode_targets
+from visiontales.data.sample import sample_vocabulary
+from visiontales.recipes.instructions import build_instruction_dataset
+from visiontales.evaluation.metrics import evaluate, references_from_dataset
+from visiontales.evaluation.predictions import keys_for
+from visiontales.recipes.rl import CiderReward, SelfCritical
+from visiontales.model.tokens import collate, encode_targets
 
 VARIANTS = {  # name -> (instructions, rl, prefix, freeze_lm)
     "full": (True, True, "sequence", False),

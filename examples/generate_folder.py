@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 import visiontales as vt
-from visiontales.images import IMAGE_EXTENSIONS
+from visiontales.data.images import IMAGE_EXTENSIONS
 
 
 def main() -> None:

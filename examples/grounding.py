@@ -1,9 +1,9 @@
 """The README's grounding table: do the stories name what the held-out photos show?
 
 For each seed and prefix: the tiny model trained with the package's one offline recipe,
-``visiontales.train.train_tiny_model`` (``TrainingConfig.tiny()``: 40 epochs on the shipped
+``visiontales.recipes.tiny.train_tiny_model`` (``TrainingConfig.tiny()``: 40 epochs on the shipped
 sample data), as ``tests/test_grounding.py`` trains it, then greedy stories for the 90 held-out
-windows, scored with :mod:`visiontales.object_check` against the photos' objects, against
+windows, scored with :mod:`visiontales.evaluation.object_check` against the photos' objects, against
 chance (other albums' photos) and, for the ``sequence`` prefix, against the reversed order.
 
     python examples/grounding.py                      # seeds 0-4, both prefixes: ~15 min on 2 CPU cores
@@ -17,9 +17,9 @@ import argparse
 import pandas as pd
 
 import visiontales as vt
-from visiontales.dependence import photo_dependence
-from visiontales.object_check import object_accuracy
-from visiontales.train import train_tiny_model
+from visiontales.training.photo_dependence import photo_dependence
+from visiontales.evaluation.object_check import object_accuracy
+from visiontales.recipes.tiny import train_tiny_model
 
 PREFIXES = ("sequence", "mean")
 

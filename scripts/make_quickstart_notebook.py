@@ -30,7 +30,7 @@ CELLS = [
     new_code_cell(
         "import matplotlib.pyplot as plt\n"
         "import visiontales as vt\n"
-        "from visiontales.images import load_image\n\n"
+        "from visiontales.data.images import load_image\n\n"
         "train, val = vt.sample_dataset(\"train\"), vt.sample_dataset(\"val\")\n"
         "print(train)\n"
         "train.frame[[\"story_id\", \"photo_ids\", \"text\", \"vist_label\"]].head()"),
@@ -109,8 +109,8 @@ CELLS = [
         "and `visiontales evaluate --stories my_test.jsonl --predictions preds.jsonl` do the same "
         "from the shell."),
     new_code_cell(
-        "from visiontales.metrics import references_from_dataset\n"
-        "from visiontales.predictions import predict\n\n"
+        "from visiontales.evaluation.metrics import references_from_dataset\n"
+        "from visiontales.evaluation.predictions import predict\n\n"
         "held_out = vt.load_stories(\"my_test.jsonl\")                        # whole sequences of five photos\n"
         "my_model = vt.StoryModel.from_pretrained(\"runs/quickstart/mine\")    # the model saved above\n"
         "config = vt.TrainingConfig.tiny(epochs=4, output_dir=\"runs/my-photos\")\n"
@@ -138,8 +138,8 @@ CELLS = [
         "reinforcement term `L = L_NLL + rl_weight * L_RL` from `rl_start_epoch` on, here with a "
         "CIDEr-D reward; the history then logs the sampled and the greedy (baseline) reward."),
     new_code_cell(
-        "from visiontales.instructions import build_instruction_dataset, instruction_prompt\n"
-        "from visiontales.rl import CiderReward, SelfCritical\n\n"
+        "from visiontales.recipes.instructions import build_instruction_dataset, instruction_prompt\n"
+        "from visiontales.recipes.rl import CiderReward, SelfCritical\n\n"
         "mixture = build_instruction_dataset(train, tasks=(\"story\", \"caption\"), weights={\"story\": 2},\n"
         "                                    max_examples=240, seed=0)\n"
         "rl = SelfCritical(CiderReward(mixture), max_new_tokens=30)\n"
@@ -164,7 +164,7 @@ CELLS = [
     new_markdown_cell(
         "## Share it on the Hugging Face Hub\n"
         "```python\n"
-        "model.push_to_hub(\"your-name/my-stories\", training=trainer)   # the folder + a model card; log in first\n"
+        "model.push_to_hub(\"your-name/my-stories\", training=trainer.training_record())   # the folder + a model card; log in first\n"
         "again = vt.StoryModel.from_pretrained(\"your-name/my-stories\")   # by id, anywhere; offline from the cache\n"
         "```"),
 ]

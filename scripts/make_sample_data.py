@@ -1,6 +1,6 @@
 """Write visiontales' shipped sample dataset: procedurally drawn albums in VIST SIS format.
 
-    python scripts/make_sample_data.py [--out DIR]   # DIR defaults to visiontales/sample_data
+    python scripts/make_sample_data.py [--out DIR]   # DIR defaults to visiontales/data/sample_data
 
 150 albums of 5 photos (96x96). Each photo shows ONE of 8 objects, drawn large with its own
 colour and shape, on the background of the album's event (beach, park, ...), so even a
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 SEED = 1234
 SIZE = 96
 N_ALBUMS, N_VAL_ALBUMS, N_DOUBLE_TRAIN, N_DOUBLE_VAL = 150, 24, 30, 6
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "visiontales" / "sample_data"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "visiontales" / "data" / "sample_data"
 
 # object -> (colour word used in the text, RGB it is drawn in)
 OBJECTS = {

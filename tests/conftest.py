@@ -96,7 +96,7 @@ def cli(capsys, monkeypatch):
 
     For a command's behaviour; a fresh `python -m visiontales` costs seconds of imports
     (torch, open_clip), so each command family keeps one test that starts one."""
-    from visiontales.cli import main
+    from visiontales.app.cli import main
 
     def run_here(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         if cwd is not None:
@@ -111,7 +111,7 @@ def cli(capsys, monkeypatch):
 def gpt2_tok():
     """GPT-2's real tokenizer, offline (``tokens.gpt2_tokenizer``): built once, as converting
     its 50k BPE ranks takes seconds."""
-    from visiontales.tokens import gpt2_tokenizer
+    from visiontales.model.tokens import gpt2_tokenizer
     return gpt2_tokenizer()
 
 
@@ -145,7 +145,7 @@ def _write_vist(tmp_path: Path, stories: list[list[dict[str, Any]]] | None = Non
     the photo id. Damage them afterwards to test skips; edit the JSON to drop fields.
 
         ann, images = make_vist(tmp_path, [[{"text": "hi ."}] * 3])   # the fixture below
-        ds = visiontales.data.load_vist(ann, images, progress=False)
+        ds = visiontales.data.vist.load_vist(ann, images, progress=False)
     """
     tmp_path = Path(tmp_path)
     images_dir = tmp_path / "images"

@@ -17,7 +17,7 @@ def run(*args, cwd=None, timeout=600):
 
 
 def _help(capsys, *args):
-    from visiontales.cli import main
+    from visiontales.app.cli import main
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--help"])
     assert exit_.value.code == 0
@@ -45,7 +45,7 @@ def test_train_help_shows_every_config_field_with_its_help(capsys, monkeypatch):
     here with no CLI edit, and a field the generator cannot type fails this test."""
     from dataclasses import fields
 
-    from visiontales.cli import build_parser
+    from visiontales.app.cli import build_parser
     monkeypatch.setenv("COLUMNS", "1000")        # no wrapping: each help text stays on one line
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
@@ -63,8 +63,8 @@ def test_train_help_shows_every_config_field_with_its_help(capsys, monkeypatch):
 
 
 def test_training_flags_parse_to_the_config_types():
-    from visiontales.cli import build_parser
-    from visiontales.cli.args import training_values
+    from visiontales.app.cli import build_parser
+    from visiontales.app.cli.args import training_values
 
     def config(*argv):
         return vt.TrainingConfig(**training_values(build_parser().parse_args(["train", *argv])))
@@ -84,7 +84,7 @@ def test_flag_generator_covers_each_field_type_and_names_one_it_cannot():
     import typing
     from dataclasses import dataclass, field
 
-    from visiontales.cli import args as cli_args
+    from visiontales.app.cli import args as cli_args
 
     @dataclass
     class Knobs:
@@ -105,7 +105,7 @@ def test_flag_generator_covers_each_field_type_and_names_one_it_cannot():
 
 @pytest.mark.slow
 def test_importing_the_cli_and_building_its_parser_stay_light():
-    code = ("import sys, visiontales.cli\nvisiontales.cli.build_parser()\n"
+    code = ("import sys, visiontales.app.cli\nvisiontales.app.cli.build_parser()\n"
             "print([m for m in ('open_clip', 'pycocoevalcap', 'gradio') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -172,7 +172,7 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, c
     assert json.loads(gen.stdout.strip().splitlines()[-1])["images"] == [photo]
     bad = run("train", "--tiny", "--tasks", "poems", "--output-dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "unknown task 'poems'" in bad.stderr and "Traceback" not in bad.stderr
-    from visiontales.cli import main
+    from visiontales.app.cli import main
     for flags, message in ((["--rl-reward", "grounding"], "need --rl-weight > 0"),
                            (["--mixture-size", "10"], "needs --tasks")):
         assert main(["train", "--tiny", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
@@ -180,9 +180,9 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, c
 
 
 def test_demo_defaults_are_the_tiny_recipe_or_the_papers_and_given_flags_win():
-    from visiontales.cli import build_parser
-    from visiontales.cli.demo import demo_config
-    from visiontales.config import TINY_TRAINING
+    from visiontales.app.cli import build_parser
+    from visiontales.app.cli.demo import demo_config
+    from visiontales.training.config import TINY_TRAINING
     configs = [demo_config(build_parser().parse_args(["demo", *argv]))
                for argv in (["--tiny"], [], ["--lr", "1e-3"], ["--tiny", "--epochs", "3"],
                             ["--init", "m", "--batch-size", "2", "--output-dir", "x"])]
@@ -194,9 +194,9 @@ def test_demo_defaults_are_the_tiny_recipe_or_the_papers_and_given_flags_win():
 
 
 def test_generate_task_sets_the_instruction_and_captions_each_photo(tmp_path, monkeypatch, capsys):
-    from visiontales.cli import main
-    from visiontales.cli.train import parse_tasks
-    from visiontales.instructions import instruction_prompt
+    from visiontales.app.cli import main
+    from visiontales.app.cli.train import parse_tasks
+    from visiontales.recipes.instructions import instruction_prompt
     train = vt.sample_dataset("train").select(range(4))
     vt.StoryModel.tiny(vocab_from=train).save_pretrained(tmp_path / "m")
     calls = []
@@ -229,7 +229,7 @@ def test_generate_task_sets_the_instruction_and_captions_each_photo(tmp_path, mo
 
 
 def test_generate_readable_prints_names_and_keeps_prediction_files_scorable(tmp_path, monkeypatch, cli):
-    from visiontales.text import readable
+    from visiontales.data.text import readable
     train = vt.sample_dataset("train").select(range(4))
     vt.StoryModel.tiny(vocab_from=train).save_pretrained(tmp_path / "m")
     told = "[female] and [male] went to [location] . [male] laughed ."

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 import pytest
 
 import visiontales as vt
-from visiontales.metrics import references_from_dataset
-from visiontales.predictions import read_predictions, write_predictions
+from visiontales.evaluation.metrics import references_from_dataset
+from visiontales.evaluation.predictions import read_predictions, write_predictions
 
 
 def run(*args, cwd):
@@ -99,7 +99,7 @@ def test_window_protocol_says_it_is_not_comparable(systems, tmp_path, cli):
 
 def test_arel_protocol_scores_album_keyed_files(tmp_path, cli):
     """AREL's {album_id: [story]} file over whole stories, with the generate flags' spelling."""
-    from visiontales.data import SAMPLE_DATA_DIR
+    from visiontales.data.sample import SAMPLE_DATA_DIR
     stories = vt.sample_dataset("val", seq_len=5)
     albums = references_from_dataset(stories, by="album")
     (tmp_path / "prediction_test.json").write_text(json.dumps({k: [v[0]] for k, v in albums.items()}))

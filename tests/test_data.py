@@ -1,4 +1,4 @@
-"""visiontales.data and visiontales.images: VIST loading, windows, skips, image decoding,
+"""visiontales.data.dataset and visiontales.data.images: VIST loading, windows, skips, image decoding,
 the shipped sample data."""
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from visiontales.data import (COLUMNS, SAMPLE_DATA_DIR, StoryDataset, load_vist, sample_dataset,
-                              sample_vocabulary)
-from visiontales.images import UnreadableImageError, check_image, find_image, load_image
+from visiontales.data.dataset import COLUMNS, StoryDataset
+from visiontales.data.sample import SAMPLE_DATA_DIR, sample_dataset, sample_vocabulary
+from visiontales.data.vist import load_vist
+from visiontales.data.images import UnreadableImageError, check_image, find_image, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_sample_data.py"

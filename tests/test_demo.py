@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 import visiontales as vt
-from visiontales.cli.demo import add_commands, cmd_serve
-from visiontales.demo import (DemoInputError, build_app, free_port, prepare_photos, sentence_similarity,
+from visiontales.app.cli.demo import add_commands, cmd_serve
+from visiontales.app.page import (DemoInputError, build_app, free_port, prepare_photos, sentence_similarity,
                               serve, split_sentences, tell)
-from visiontales.text import readable
+from visiontales.data.text import readable
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings(  # raised inside gradio's queue under pandas 3, not ours
@@ -190,7 +190,7 @@ def test_serve_command_flags():
 
 @pytest.mark.slow
 def test_gradio_stays_optional(monkeypatch):
-    code = "import sys, visiontales.demo; assert 'gradio' not in sys.modules"
+    code = "import sys, visiontales.app.page; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r'pip install "visiontales\[demo\]"'):

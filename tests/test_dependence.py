@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import visiontales as vt
-from visiontales.batching import PreparedData
-from visiontales.dependence import (WARN_AFTER_EPOCHS, photo_dependence, photo_derangement,
-                                    with_shuffled_photos)
+from visiontales.training.batching import PreparedData
+from visiontales.training.shuffled_photos import WARN_AFTER_EPOCHS, photo_derangement, with_shuffled_photos
+from visiontales.training.photo_dependence import photo_dependence
 
 
 def test_no_example_keeps_its_photos_on_the_sample_windows():
@@ -34,10 +34,14 @@ def test_duplicated_sequences_and_mixed_photo_counts():
 
 def test_shuffled_data_keeps_the_text_and_changes_every_photo():
     features = [torch.full((3, 4), float(i)) for i in range(5)]
-    data = PreparedData(features, [([i], [i]) for i in range(5)])
+    data = PreparedData(features, [([i], [i]) for i in range(5)], photo_ids=[(str(i),) for i in range(5)])
     swapped = with_shuffled_photos(data)
     assert swapped.examples == data.examples
     assert all(not torch.equal(a, b) for a, b in zip(swapped.features, data.features))
+    # the photo ids travel with the features they name
+    assert all(torch.equal(f, features[int(ids[0])]) for f, ids in zip(swapped.features, swapped.photo_ids))
+    with pytest.raises(ValueError, match="photo_ids"):
+        with_shuffled_photos(PreparedData(features, data.examples))
 
 
 def _trainer(tmp_path, model=None, epochs=4, **overrides):

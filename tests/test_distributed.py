@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # two torchrun processes and a single one, each t
 SCRIPT = """
 import sys
 import visiontales as vt
-from visiontales import distributed
+from visiontales.training import distributed
 out, batch_size = sys.argv[1], int(sys.argv[2])
 data = vt.sample_dataset("train").select(range(32))
 # no dropout: its masks depend on how the batch is split, the rest must not
@@ -54,7 +54,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for key in w1:
         assert torch.allclose(w1[key], w2[key], atol=1e-4), key
     # the sharded extraction left one cache both ranks filled
-    from visiontales.features import FeatureCache
+    from visiontales.model.features import FeatureCache
     caches = [d for d in (tmp_path / "cache2").iterdir() if d.is_dir()]
     import visiontales as vt
     cache = FeatureCache(tmp_path / "cache2", caches[0].name)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from visiontales import loading
-from visiontales.features import FeatureCache, ImageEncoder, file_key
+from visiontales.model import backbones as loading
+from visiontales.model.features import FeatureCache, ImageEncoder, file_key
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_many_small_runs_compact_automatically(tmp_path):
 def test_native_bf16_extraction_casts_a_frozen_copy_of_the_tower(encoder, tmp_path, monkeypatch, precision):
     """bf16 weights (not autocast) where the hardware has bf16; CLIP itself stays fp32, and
     the features stay within float16 rounding plus bf16 noise of the fp32 ones."""
-    monkeypatch.setattr("visiontales.precision.cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("visiontales.model.precision.cpu_has_native_bf16", lambda: True)
     paths = _images(tmp_path, n=4)
     seen = []
     encoder.clip.visual.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].dtype))

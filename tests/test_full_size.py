@@ -24,9 +24,9 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import visiontales as vt
-from visiontales import loading
-from visiontales.model import DEFAULT_PROMPT, StoryModelConfig
-from visiontales.tokens import EOS_TOKEN, IGNORE_INDEX, collate, encode_target, encode_targets
+from visiontales.model import backbones as loading
+from visiontales.model.story_model import DEFAULT_PROMPT, StoryModelConfig
+from visiontales.model.tokens import EOS_TOKEN, IGNORE_INDEX, collate, encode_target, encode_targets
 
 EOS = 50256
 CLIP = "ViT-B-32-quickgelu"
@@ -93,7 +93,7 @@ def test_vist_text_round_trips_exactly(tok, narrow, texts):
         assert not cut and story.count(EOS) == 1 and story[-1] == EOS, text
         assert tok.decode(story[:-1]) == " " + text
         assert tok.decode(story[-2:-1]) == " " + text.split()[-1]  # " ." is one token, kept
-        assert narrow._decode(story + [EOS, EOS]) == text  # what generate() returns for these ids
+        assert narrow.decode(story + [EOS, EOS]) == text  # what generate() returns for these ids
 
 
 @pytest.mark.parametrize("placeholder", PLACEHOLDERS)
@@ -132,10 +132,10 @@ def test_a_story_longer_than_gpt2_is_cut_to_the_positions_left(tok, narrow, text
     batch = collate(examples, EOS)
     features = torch.randn(2, 3, narrow.clip.visual.output_dim)
     with torch.no_grad():
-        assert math.isfinite(narrow(features, **batch, loss_only=True).item())
+        assert math.isfinite(narrow(features, **batch, return_logits=False).loss.item())
         over = {k: torch.cat([v, v[:, -1:]], dim=1) for k, v in batch.items()}  # 1025 positions
         with pytest.raises(ValueError, match="exceed the language model's 1024"):
-            narrow(features, **over, loss_only=True)
+            narrow(features, **over, return_logits=False)
 
 
 def test_max_length_without_room_for_text_is_an_error(tok):

@@ -12,9 +12,9 @@ spread, so the bounds sit below its worst case.
 import pytest
 
 import visiontales as vt
-from visiontales.dependence import photo_dependence
-from visiontales.object_check import as_set, chance, in_order, truths_of
-from visiontales.train import train_tiny_model
+from visiontales.training.photo_dependence import photo_dependence
+from visiontales.evaluation.object_check import as_set, chance, in_order, truths_of
+from visiontales.recipes.tiny import train_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from visiontales.data import load_vist
+from visiontales.data.vist import load_vist
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 7) | st.text(max_size=5),

@@ -21,8 +21,8 @@ from huggingface_hub import ModelCard, constants, scan_cache_dir
 from huggingface_hub.file_download import repo_folder_name
 
 import visiontales as vt
-from visiontales import hub
-from visiontales.model import StoryModelConfig
+from visiontales.model import hub
+from visiontales.model.story_model import StoryModelConfig
 
 
 def place_in_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], ref: str = "main") -> str:
@@ -73,7 +73,7 @@ def saved_models(tmp_path_factory):
 @pytest.fixture
 def config_only(tmp_path):
     """A folder with just a model's config: enough for what happens before weights are read."""
-    from visiontales.saving import CONFIG_NAME
+    from visiontales.model.saving import CONFIG_NAME
     from visiontales.utils import write_json
     folder = tmp_path / "config-only"
     folder.mkdir()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from visiontales.human_eval import CRITERIA, aggregate_ratings, export_rating_sheet
+from visiontales.evaluation.human_rating import CRITERIA, aggregate_ratings, export_rating_sheet
 
 KEYS = [f"{i}_{i + 1}_{i + 2}" for i in range(0, 24, 3)]  # 8 items
 SYSTEMS = {name: {key: f"story {n} for {key} ." for key in KEYS}

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import visiontales as vt
-from visiontales.data import load_vist
-from visiontales.instructions import (INSTRUCTIONS, InstructionDataset, build_instruction_dataset,
+from visiontales.data.vist import load_vist
+from visiontales.recipes.instructions import (INSTRUCTIONS, InstructionDataset, build_instruction_dataset,
                                       dominant_emotion, instruction_prompt, mask_mention, task_pool)
-from visiontales.tokens import IGNORE_INDEX, collate, encode_targets
+from visiontales.model.tokens import IGNORE_INDEX, collate, encode_targets
 
 SENTENCES = ["[female] brought a cake and we were excited .",
              "we were so happy to see the balloons .",

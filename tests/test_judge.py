@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from visiontales.judge import (
+from visiontales.evaluation.judge import (
     CRITERIA, RUBRIC_PROMPT, Judge, JudgeError, JudgeScores, OpenAICompatibleJudge,
     parse_scores,
 )

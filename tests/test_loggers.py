@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 import visiontales as vt
-from visiontales.callbacks import ReportCallback, SampleCallback
-from visiontales.checkpoint import TrainState
-from visiontales.loggers import TENSORBOARD_DIR, check_available
+from visiontales.training.callbacks import ReportCallback, SampleCallback
+from visiontales.training.checkpoint import TrainState
+from visiontales.training.loggers import TENSORBOARD_DIR, check_available
 
 NAN = float("nan")
 
@@ -42,8 +42,8 @@ def test_report_to_is_a_tuple_of_known_backends_from_the_api_and_the_cli():
     assert vt.TrainingConfig(report_to=["none"]).report_to == ()
     with pytest.raises(ValueError, match="unknown backend 'mlflow'; choose from tensorboard, wandb"):
         vt.TrainingConfig(report_to=["mlflow"])
-    from visiontales.cli import build_parser
-    from visiontales.cli.args import training_values
+    from visiontales.app.cli import build_parser
+    from visiontales.app.cli.args import training_values
     for argv, expected in ((["--report-to", "tensorboard", "wandb"], ("tensorboard", "wandb")),
                            (["--report-to", "none"], ()), ([], ())):
         args = build_parser().parse_args(["train", *argv])

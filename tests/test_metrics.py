@@ -18,11 +18,11 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from visiontales.clipscore import grounding_score
-from visiontales.data import sample_dataset
-from visiontales.metrics import as_frame, evaluate, reference_free_scores, references_from_dataset
-from visiontales.predictions import collapse_predictions, keys_for, prediction_keys
-from visiontales.text import normalize_text
+from visiontales.evaluation.clipscore import grounding_score
+from visiontales.data.sample import sample_dataset
+from visiontales.evaluation.metrics import as_frame, evaluate, reference_free_scores, references_from_dataset
+from visiontales.evaluation.predictions import collapse_predictions, keys_for, prediction_keys
+from visiontales.data.text import normalize_text
 
 VIST_TEXT = [
     "the family got together for a cookout . they had a lot of delicious food .",

@@ -4,8 +4,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import visiontales as vt
-from visiontales.images import load_image
-from visiontales.tokens import collate, encode_targets
+from visiontales.data.images import load_image
+from visiontales.model import backbones
+from visiontales.model.tokens import collate, encode_targets
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +114,13 @@ def test_missing_weights_give_one_sentence(monkeypatch, tmp_path):
                                       cache_dir=str(tmp_path / "empty-clip-cache"))
     assert "\n" not in str(err.value)
     with pytest.raises(vt.WeightsUnavailableError, match="language model 'gpt2'"):
-        vt.loading.load_lm("gpt2")
+        backbones.load_lm("gpt2")
 
 
 def test_openai_weights_get_quick_gelu():
-    assert vt.loading.needs_quick_gelu("ViT-B-32", "openai")
-    assert not vt.loading.needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
-    assert not vt.loading.needs_quick_gelu("ViT-B-32", None)
+    assert backbones.needs_quick_gelu("ViT-B-32", "openai")
+    assert not backbones.needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
+    assert not backbones.needs_quick_gelu("ViT-B-32", None)
 
 
 def test_from_pretrained_names_a_wrong_folder(tmp_path):

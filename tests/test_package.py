@@ -1,5 +1,5 @@
-"""The top level of the package: the core names, ``vt.evaluate`` the function, the moved
-instruction/RL names that still resolve with a warning, and an import that stays light."""
+"""The top level of the package: the core names, ``vt.evaluate`` the function (resolved on
+first use), names that left the top level are gone, and an import that stays light."""
 from __future__ import annotations
 
 import importlib
@@ -12,26 +12,22 @@ from pathlib import Path
 import pytest
 
 import visiontales as vt
-import visiontales.metrics
+import visiontales.evaluation.metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CORE = ("StoryDataset", "load_vist", "sample_dataset", "StoryModel", "StoryModelConfig",
         "WeightsUnavailableError", "Trainer", "TrainingConfig", "TrainState", "TrainerCallback",
         "evaluate", "__version__")
-MOVED = [(name, "instructions") for name in ("INSTRUCTIONS", "TASKS", "InstructionDataset",
-                                             "build_instruction_dataset", "instruction_prompt")]
-MOVED += [(name, "rl") for name in ("SelfCritical", "CiderReward", "GroundingReward",
-                                    "JudgeReward", "WeightedReward")]
 
 
 def test_the_core_names_are_the_top_level():
     assert set(CORE) <= set(vt.__all__)
     assert all(hasattr(vt, name) for name in vt.__all__)
-    assert not {name for name, _ in MOVED} & set(vt.__all__)
+    assert set(dir(vt)) >= set(vt.__all__)
 
 
 def test_evaluate_is_the_function_not_a_module():
-    assert vt.evaluate is visiontales.metrics.evaluate
+    assert vt.evaluate is visiontales.evaluation.metrics.evaluate
     assert importlib.util.find_spec("visiontales.evaluate") is None  # renamed to metrics
 
 
@@ -46,21 +42,16 @@ def test_evaluate_scores_a_story_with_every_default_metric(monkeypatch, tmp_path
     assert {"METEOR", "ROUGE-L", "CIDEr", "distinct-1"} <= set(scores)
 
 
-@pytest.mark.parametrize("name, module", MOVED)
-def test_moved_names_warn_and_still_resolve(name, module):
-    with pytest.warns(FutureWarning, match=rf"visiontales\.{name} moved: use "
-                                           rf"`from visiontales\.{module} import {name}`"):
-        old = getattr(vt, name)
-    assert old is getattr(importlib.import_module(f"visiontales.{module}"), name)
+@pytest.mark.parametrize("name", ["SelfCritical", "build_instruction_dataset", "no_such_name"])
+def test_names_off_the_top_level_do_not_resolve(name):
+    """The instruction and RL names live in visiontales.recipes only (nothing is released yet)."""
+    with pytest.raises(AttributeError, match=f"no attribute '{name}'"):
+        getattr(vt, name)
 
 
-def test_from_import_of_a_moved_name_warns_and_unknown_names_do_not_resolve():
-    with pytest.warns(FutureWarning, match="visiontales.rl import SelfCritical"):
-        from visiontales import SelfCritical
-    from visiontales.rl import SelfCritical as new
-    assert SelfCritical is new
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        vt.no_such_name
+def test_load_stories_resolves_lazily_to_the_data_layer():
+    from visiontales.data.stories import load_stories
+    assert vt.load_stories is load_stories
 
 
 @pytest.mark.slow

@@ -32,15 +32,15 @@ def run_plain(code: str, cwd) -> subprocess.CompletedProcess:
 # the next still runs.
 PLAIN_RUN = """
 import contextlib, io, json, traceback
-import visiontales, visiontales.cli, visiontales.demo, visiontales.metrics, visiontales.human_eval
+import visiontales, visiontales.app.cli, visiontales.app.page, visiontales.evaluation.metrics, visiontales.evaluation.human_rating
 result = {"loaded": [m for m in EXTRAS if sys.modules.get(m) is not None], "said": {}}
 for name, args in (("eval", ["evaluate", "--predictions", "missing.jsonl"]), ("demo", ["serve", "--tiny"])):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = visiontales.cli.main(args)
+        code = visiontales.app.cli.main(args)
     result["said"][name] = [code, err.getvalue()]
 try:
-    visiontales.human_eval._t_critical(5)
+    visiontales.evaluation.human_rating._t_critical(5)
 except ImportError as exc:
     result["said"]["scipy"] = [None, str(exc)]
 
@@ -62,7 +62,7 @@ def core_path():
 def demo():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = visiontales.cli.main(["demo", "--tiny", "--epochs", "1", "--show", "1", "--output-dir", "demo"])
+        code = visiontales.app.cli.main(["demo", "--tiny", "--epochs", "1", "--show", "1", "--output-dir", "demo"])
     return {"code": code, "stdout": out.getvalue()}
 
 

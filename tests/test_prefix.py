@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from visiontales.prefix import PrefixMapper
+from visiontales.model.prefix import PrefixMapper
 
 
 @pytest.mark.parametrize("mode,tokens", [("mean", 5), ("sequence", 15)])

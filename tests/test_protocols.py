@@ -20,10 +20,11 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor import meteor as pycoco_meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from visiontales.data import load_vist, sample_dataset
-from visiontales.metrics import evaluate
-from visiontales.predictions import read_predictions
-from visiontales.protocols import keyed_by, protocol_keys, protocol_references
+from visiontales.data.vist import load_vist
+from visiontales.data.sample import sample_dataset
+from visiontales.evaluation.metrics import evaluate
+from visiontales.evaluation.predictions import read_predictions
+from visiontales.evaluation.protocols import keyed_by, protocol_keys, protocol_references
 
 # VIST-form sentences holding the token shapes of real VIST text
 SENTENCES = [

@@ -8,11 +8,11 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from visiontales.data import sample_dataset
-from visiontales.images import image_data_url
-from visiontales.metrics import as_frame, references_from_dataset
-from visiontales.predictions import keys_for
-from visiontales.report import write_report
+from visiontales.data.sample import sample_dataset
+from visiontales.data.images import image_data_url
+from visiontales.evaluation.metrics import as_frame, references_from_dataset
+from visiontales.evaluation.predictions import keys_for
+from visiontales.evaluation.report import write_report
 
 
 class _Collect(HTMLParser):

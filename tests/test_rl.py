@@ -11,11 +11,11 @@ import torch
 from pycocoevalcap.cider.cider import Cider
 
 import visiontales as vt
-from visiontales.judge import Judge, JudgeScores
-from visiontales.predictions import keys_for
-from visiontales.rl import (CiderReward, GroundingReward, JudgeReward, SelfCritical, WeightedReward,
-                            prompts_from_batch, sequence_logprobs)
-from visiontales.tokens import collate, encode_targets
+from visiontales.evaluation.judge import Judge, JudgeScores
+from visiontales.evaluation.predictions import keys_for
+from visiontales.recipes.rl import (CiderReward, GroundingReward, JudgeReward, SelfCritical, WeightedReward,
+                                    sequence_logprobs)
+from visiontales.model.tokens import collate, encode_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
@@ -40,6 +40,11 @@ def _batch(model, frame):
     return batch
 
 
+def _rl_batch(model, frame):
+    """What the Trainer hands the RL step: the batch plus each row's prompt ids, kept apart."""
+    return {**_batch(model, frame), "prompt_ids": [model.prompt_ids()] * len(frame)}
+
+
 def balloons(stories, rows=None):
     """The toy reward: how often a story says "balloon"."""
     return torch.tensor([float(s.split().count("balloon")) for s in stories])
@@ -58,8 +63,8 @@ class Scripted:
 def test_sequence_logprobs_are_the_models_own_loss(model, rows):
     batch = _batch(model, rows.head(1))
     target = [t for t in batch["labels"][0].tolist() if t != -100]
-    prompts = prompts_from_batch(batch["input_ids"], batch["labels"])
-    assert prompts == [model.prompt_ids()]
+    prompts = [model.prompt_ids()]
+    assert batch["input_ids"][0, :len(prompts[0])].tolist() == prompts[0]
     logprob = sequence_logprobs(model, batch["features"], prompts, [target])
     assert torch.allclose(logprob, -model.loss(**batch), atol=1e-5)
     total = sequence_logprobs(model, batch["features"], prompts, [target], length_normalize=False)
@@ -68,11 +73,11 @@ def test_sequence_logprobs_are_the_models_own_loss(model, rows):
 
 @pytest.mark.parametrize("advantage", [1.0, -1.0])
 def test_reward_above_the_baseline_makes_the_sample_more_likely(model, rows, advantage):
-    batch = _batch(model, rows)
+    batch = _rl_batch(model, rows)
     rl = SelfCritical(Scripted(advantage, 0.0), max_new_tokens=8)
     torch.manual_seed(0)
     loss = rl(model, batch, rows)
-    samples, prompts = rl.last_sample_ids, prompts_from_batch(batch["input_ids"], batch["labels"])
+    samples, prompts = rl.last_sample_ids, batch["prompt_ids"]
     with torch.no_grad():
         before = sequence_logprobs(model, batch["features"], prompts, samples)
     loss.backward()
@@ -88,7 +93,7 @@ def test_reward_above_the_baseline_makes_the_sample_more_likely(model, rows, adv
 
 def test_equal_rewards_give_zero_gradient(model, rows):
     rl = SelfCritical(lambda stories, rows: torch.ones(len(stories)), max_new_tokens=8)
-    rl(model, _batch(model, rows), rows).backward()
+    rl(model, _rl_batch(model, rows), rows).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.count_nonzero(g) == 0 for g in grads)
 
@@ -96,7 +101,7 @@ def test_equal_rewards_give_zero_gradient(model, rows):
 def test_samples_stop_at_the_first_eos_and_repeat_per_row(model, rows):
     eos = model.tokenizer.eos_token_id
     rl = SelfCritical(balloons, max_new_tokens=6, num_samples=3, top_p=0.9, temperature=1.3)
-    loss = rl(model, _batch(model, rows), rows)
+    loss = rl(model, _rl_batch(model, rows), rows)
     assert loss.shape == () and len(rl.last_sample_ids) == 3 * len(rows)
     for ids in rl.last_sample_ids:
         assert 1 <= len(ids) <= 6 and eos not in ids[:-1]  # nothing after the first EOS

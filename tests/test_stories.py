@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import visiontales as vt
-from visiontales.stories import load_stories
+from visiontales.data.stories import load_stories
 
 
 @pytest.fixture

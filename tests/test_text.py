@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visiontales.text import ABBREVIATIONS, normalize_text
+from visiontales.data.text import ABBREVIATIONS, normalize_text
 
 # Token shapes of real VIST text (AREL's sample_results and the VIST SIS files), each one
 # whitespace token that a tokeniser must not split again.
@@ -72,7 +72,7 @@ def test_normalize_is_idempotent_and_single_spaced(text):
 
 
 def test_readable_names_are_consistent_within_a_story_and_leave_other_text_alone():
-    from visiontales.text import READABLE_NAMES, readable
+    from visiontales.data.text import READABLE_NAMES, readable
     story = "[male] met [female] at [location] . [male] smiled at [female] . mr. [male] left ."
     shown = readable(story)
     words = shown.split()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from visiontales.tokens import IGNORE_INDEX, build_tokenizer, collate, encode_target, encode_targets
+from visiontales.model.tokens import IGNORE_INDEX, build_tokenizer, collate, encode_target, encode_targets
 
 
 @pytest.fixture(scope="module", params=["tiny", "gpt2"])

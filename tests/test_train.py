@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import visiontales as vt
-from visiontales.precision import resolve_precision
+from visiontales.model.precision import resolve_precision
+from visiontales.training.batching import length_grouped_batches
+from visiontales.training.checkpoint import latest_checkpoint
 
 matplotlib.use("Agg")
 
@@ -79,7 +81,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(small, tmp_path):
     straight = vt.StoryModel.tiny(vocab_from=small)
     history = vt.Trainer(straight, small, config=_config(tmp_path / "a", epochs=2, save_every=1)).train()
     checkpoint = tmp_path / "a" / "run" / "checkpoint-step3"
-    assert vt.train.latest_checkpoint(tmp_path / "a" / "run") == checkpoint
+    assert latest_checkpoint(tmp_path / "a" / "run") == checkpoint
 
     resumed = vt.StoryModel.tiny(vocab_from=small, seed=123)  # other init: the checkpoint must win
     again = vt.Trainer(resumed, small, config=_config(tmp_path / "a", epochs=2, save_every=1))
@@ -127,7 +129,7 @@ def test_bf16_loss_curve_follows_fp32(small, tmp_path):
 def test_length_grouped_batches_cover_everything_with_less_padding():
     lengths = [int(x) for x in torch.randint(5, 80, (400,), generator=torch.Generator().manual_seed(1))]
     order = torch.randperm(400, generator=torch.Generator().manual_seed(2)).tolist()
-    grouped = vt.batching.length_grouped_batches(order, lengths, 8, torch.Generator().manual_seed(3))
+    grouped = length_grouped_batches(order, lengths, 8, torch.Generator().manual_seed(3))
     assert sorted(i for b in grouped for i in b) == list(range(400))
 
     def padding(batches):
@@ -148,7 +150,7 @@ RESOLVED = {("auto", "cpu"): (BF16, None), ("auto", "cuda"): (BF16, None), ("aut
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("precision,device", list(RESOLVED))
 def test_precision_choice(monkeypatch, precision, device, native):
-    monkeypatch.setattr("visiontales.precision.cpu_has_native_bf16", lambda: native)  # not this machine's CPU
+    monkeypatch.setattr("visiontales.model.precision.cpu_has_native_bf16", lambda: native)  # not this machine's CPU
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
     expected = RESOLVED[precision, device][0 if native else 1]
     if expected is ValueError:
@@ -170,7 +172,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_pat
     trainer = vt.Trainer(model, small, config=cfg)
     with pytest.raises(FloatingPointError, match="last good checkpoint") as err:
         trainer.train()
-    good = vt.train.latest_checkpoint(tmp_path / "run")
+    good = latest_checkpoint(tmp_path / "run")
     assert good is not None and str(good) in str(err.value)
     assert not (tmp_path / "run" / "final").exists()          # nothing bad is saved as final
     reloaded = vt.StoryModel.from_pretrained(good)               # the kept checkpoint is finite
@@ -230,7 +232,7 @@ def test_a_checkpoint_holds_the_train_state_and_fills_the_model_in_place(small, 
     cfg = _config(tmp_path, epochs=2, save_steps=2, save_every=0, log_every=1)
     trainer = vt.Trainer(vt.StoryModel.tiny(vocab_from=small), small, config=cfg)
     trainer.train()
-    checkpoint = vt.checkpoint.latest_checkpoint(cfg.output_dir)
+    checkpoint = latest_checkpoint(cfg.output_dir)
     resumed = vt.Trainer(vt.StoryModel.tiny(vocab_from=small, seed=1), small, config=cfg)
     built = []
     monkeypatch.setattr(vt.StoryModel, "__init__", lambda *a, **k: built.append(a) or 1 / 0)
@@ -286,7 +288,7 @@ CPU_FLAGS = {"avx2 only (Zen 2/3, Haswell)": ("fpu sse2 avx avx2 fma", False),
 
 @pytest.mark.parametrize("cpu", list(CPU_FLAGS))
 def test_native_bf16_is_read_from_the_cpu_flags(cpu):
-    from visiontales.precision import native_bf16_in_flags
+    from visiontales.model.precision import native_bf16_in_flags
     flags, native = CPU_FLAGS[cpu]
     assert native_bf16_in_flags(f"processor : 0\nflags : {flags}\n") is native
 
@@ -295,7 +297,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(cpu):
 def test_without_proc_cpuinfo_torch_decides_and_plain_avx512_is_not_native(monkeypatch, bf16, amx):
     from pathlib import Path
 
-    from visiontales import precision
+    from visiontales.model import precision
 
     def no_proc(self, *a, **k):
         raise OSError("not Linux")
@@ -311,7 +313,7 @@ def test_without_proc_cpuinfo_torch_decides_and_plain_avx512_is_not_native(monke
 
 
 def test_cuda_bf16_by_emulation_does_not_count(monkeypatch):
-    from visiontales.precision import frozen_weights_dtype
+    from visiontales.model.precision import frozen_weights_dtype
     asked = []
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
                         lambda including_emulation=True: asked.append(including_emulation) or including_emulation)

@@ -9,23 +9,23 @@ VIST stories. Quickstart, offline::
     history = vt.Trainer(model, train, config=vt.TrainingConfig.tiny()).train()
     print(model.generate([list(train[0]["image_paths"])])[0])
 
-The top level holds the core only: data, model, training (with its callbacks and the
-state a checkpoint saves) and :func:`evaluate` (the function; the module is
-:mod:`visiontales.metrics`). The instruction tasks and the RL step live in :mod:`visiontales.instructions` and :mod:`visiontales.rl`. Their old top-level
-names (``vt.SelfCritical``, ``vt.build_instruction_dataset``, ...) still resolve, with a
-``FutureWarning`` that names the new import, and will be removed in a later release.
+The package is layered by the data flow, each layer importing only from those below it:
+``data`` < ``model`` < ``evaluation`` < ``training`` < ``recipes`` < ``app`` (kept by the
+import-linter contract in setup.cfg). The top level holds the core: loading, the model and
+training. ``evaluate`` and ``load_stories`` resolve on first use, so ``import visiontales``
+loads neither the evaluation layer nor the stories reader.
 """
 import importlib
-import warnings
 
-from .callbacks import TrainerCallback
-from .checkpoint import TrainState
-from .data import StoryDataset, load_vist, sample_dataset
-from .loading import WeightsUnavailableError
-from .metrics import evaluate
-from .model import StoryModel, StoryModelConfig
-from .stories import load_stories
-from .train import Trainer, TrainingConfig
+from visiontales.data.dataset import StoryDataset
+from visiontales.data.sample import sample_dataset
+from visiontales.data.vist import load_vist
+from visiontales.model.backbones import WeightsUnavailableError
+from visiontales.model.story_model import StoryModel, StoryModelConfig
+from visiontales.training.callbacks import TrainerCallback
+from visiontales.training.checkpoint import TrainState
+from visiontales.training.config import TrainingConfig
+from visiontales.training.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -37,20 +37,18 @@ __all__ = [
     "__version__",
 ]
 
-# names that left the top level -> the module they live in now
-_MOVED = {
-    **dict.fromkeys(("INSTRUCTIONS", "TASKS", "InstructionDataset", "build_instruction_dataset",
-                     "instruction_prompt"), "instructions"),
-    **dict.fromkeys(("SelfCritical", "CiderReward", "GroundingReward", "JudgeReward",
-                     "WeightedReward"), "rl"),
-}
+# top-level names whose modules load on first use: name -> module
+_LAZY = {"evaluate": "visiontales.evaluation.metrics", "load_stories": "visiontales.data.stories"}
 
 
 def __getattr__(name: str):
-    """Resolve a name that moved off the top level, with a warning that says where to."""
-    module = _MOVED.get(name)
-    if module is None:
+    """``vt.evaluate`` and ``vt.load_stories``, imported when first asked for."""
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"visiontales.{name} moved: use `from visiontales.{module} import {name}`",
-                  FutureWarning, stacklevel=2)
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

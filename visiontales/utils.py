@@ -168,3 +168,12 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # closed or file-like without isatty
         return False
+
+
+TINY_RECIPE_DIR = Path(__file__).resolve().parent / "recipes" / "tiny"
+
+
+def tiny_recipe() -> dict[str, Any]:
+    """The tiny offline recipe's sizes and settings (``recipes/tiny/recipe.json``): data, so
+    the model and training layers read it without importing the recipes layer."""
+    return read_json(TINY_RECIPE_DIR / "recipe.json")

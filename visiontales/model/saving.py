@@ -1,0 +1,109 @@
+"""The saved-model folder: JSON config, safetensors weights, a plain GPT-2 folder.
+
+::
+
+    visiontales_config.json   {"visiontales": StoryModelConfig as JSON}
+    mapper.safetensors        prefix mapper + the training-set feature statistics
+    lm/                       GPT-2 and its tokenizer (AutoModelForCausalLM loads it as is)
+    clip/                     open_clip config + weights, unless a pretrained tag says which
+
+:class:`~visiontales.model.story_model.StoryModel`'s ``save_pretrained``, ``from_pretrained`` and
+``load_weights`` are these functions. They take the model as an argument and never import
+its class, so the model module depends on this one and not the other way round.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from visiontales.model import backbones
+from visiontales.model.config import CONFIG_NAME, StoryModelConfig, read_config
+from visiontales.model.hub import resolve_model
+from visiontales.utils import quiet_transformers, write_json
+
+WEIGHTS_NAME = "mapper.safetensors"
+
+
+def save_pretrained(model, directory: str | os.PathLike) -> Path:
+    """Write the folder beside the target, then rename it into place (no half-written model)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write_json(tmp / CONFIG_NAME, {"visiontales": asdict(model.config)})
+        state = {f"mapper.{k}": v for k, v in model.mapper.state_dict().items()}
+        state.update(feature_mean=model.feature_mean, feature_std=model.feature_std,
+                     feature_stats_fitted=model.feature_stats_fitted.to(torch.uint8).reshape(1))
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()},
+                  str(tmp / WEIGHTS_NAME))
+        with quiet_transformers():
+            model.lm.save_pretrained(tmp / "lm")
+            model.tokenizer.save_pretrained(tmp / "lm")
+        pretrained = model.config.clip_pretrained
+        if not pretrained or os.path.isfile(pretrained):
+            (tmp / "clip").mkdir()
+            write_json(tmp / "clip" / "open_clip_config.json", backbones.clip_config(model.clip, model.config.clip))
+            save_file({k: v.contiguous() for k, v in model.clip.state_dict().items()},
+                      str(tmp / "clip" / "open_clip_model.safetensors"))
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_components(directory: Path, config: StoryModelConfig, cache_dir: str | None = None):
+    """``(clip, preprocess, lm, tokenizer)`` of a saved folder, weights included."""
+    if (directory / "clip" / "open_clip_config.json").is_file():
+        clip_model, preprocess = backbones.load_clip(f"local-dir:{directory / 'clip'}", None)
+    else:
+        clip_model, preprocess = backbones.load_clip(config.clip, config.clip_pretrained, cache_dir)
+    with quiet_transformers():
+        lm_model, tokenizer = backbones.load_lm(str(directory / "lm"))
+    return clip_model, preprocess, lm_model, tokenizer
+
+
+def load_mapper(model, directory: Path) -> None:
+    """The prefix mapper's weights and the feature statistics, in place."""
+    state = load_file(str(directory / WEIGHTS_NAME))
+    model.mapper.load_state_dict({k[len("mapper."):]: v for k, v in state.items() if k.startswith("mapper.")})
+    model.feature_mean.copy_(state["feature_mean"])
+    model.feature_std.copy_(state["feature_std"])
+    model.feature_stats_fitted.fill_(bool(state["feature_stats_fitted"].item()))
+
+
+def load_weights(model, directory: Path) -> None:
+    """Every trained weight of a saved folder into ``model`` in place (a checkpoint resume)."""
+    load_mapper(model, directory)
+    lm_state = load_file(str(directory / "lm" / "model.safetensors"))
+    missing, unexpected = model.lm.load_state_dict(lm_state, strict=False)
+    tied = set(getattr(model.lm, "_tied_weights_keys", None) or ["lm_head.weight"])
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{directory / 'lm'}: weights do not fit this model "
+                         f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    clip_weights = directory / "clip" / "open_clip_model.safetensors"
+    if clip_weights.is_file():
+        model.clip.load_state_dict(load_file(str(clip_weights)))
+    model.forget_clip_identity()
+
+
+def load_pretrained(model_class, name_or_path: str | os.PathLike, cache_dir: str | None = None,
+                    revision: str | None = None):
+    """A ``model_class`` instance from a saved folder or a Hub repo id (see
+    :func:`visiontales.model.hub.resolve_model`)."""
+    directory = resolve_model(name_or_path, revision=revision, cache_dir=cache_dir)
+    config = read_config(directory)
+    model = model_class(*load_components(directory, config, cache_dir), config)
+    load_mapper(model, directory)
+    return model
