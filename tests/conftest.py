@@ -197,3 +197,20 @@ def make_vist():
             ann, images = make_vist(tmp_path)
     """
     return _write_vist
+
+
+@pytest.fixture
+def serve():
+    """`serve(reply)`: a stand-in OpenAI-compatible chat server on 127.0.0.1, a real HTTP
+    server in a thread (tests/chat_server.py says what `reply` returns and what it records),
+    shut down after the test."""
+    from chat_server import start
+    servers = []
+
+    def serve_with(reply):
+        servers.append(start(reply))
+        return servers[-1]
+    yield serve_with
+    for server in servers:
+        server.shutdown()
+        server.server_close()

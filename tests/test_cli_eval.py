@@ -155,3 +155,4 @@ def test_sheet_export_and_aggregate(systems, tmp_path, cli):
     with open(tmp_path / "agg.csv") as f:
         agg = {r["system"]: r for r in csv.DictReader(f)}
     assert float(agg["ours"]["overall"]) == 9 and float(agg["baseline"]["overall"]) == 3
+    assert "overall: people with people alpha n/a (ordinal, 1 rater, 0 stories)" in out.stdout

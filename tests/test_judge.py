@@ -1,91 +1,23 @@
 """judge.py against a real chat-completions server on 127.0.0.1: success, malformed
-answers, timeouts, retries, HTTP errors, the on-disk cache, images and concurrency."""
+answers, timeouts, retries, HTTP errors, the on-disk cache, images, concurrency and rubrics
+of any criteria."""
 from __future__ import annotations
 
 import base64
 import io
 import json
-import threading
+import re
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
 from visiontales.evaluation.judge import (
-    CRITERIA, RUBRIC_PROMPT, Judge, JudgeError, JudgeScores, OpenAICompatibleJudge,
-    parse_scores,
+    CRITERIA, NARRATIVE_CRITERIA, QUESTIONS, RUBRIC_PROMPT, Judge, JudgeError, JudgeScores,
+    OpenAICompatibleJudge, parse_scores, rubric, rubric_prompt,
 )
 
 GOOD = '{"coherence": 8, "relevance": 7, "emotional_depth": 5, "overall": 6}'
-
-
-def _completion(content: str) -> dict:
-    return {"id": "x", "object": "chat.completion", "model": "judge",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}]}
-
-
-class ChatServer(ThreadingHTTPServer):
-    """Answers each POST with ``reply(n, body) -> (status, content, delay_s)``, where n
-    counts requests from 1; records bodies, headers and the most simultaneous requests."""
-
-    daemon_threads = True  # a handler still sleeping must not block shutdown
-
-    def __init__(self, reply):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.reply, self.lock = reply, threading.Lock()
-        self.requests, self.headers, self.active, self.max_active = [], [], 0, 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        server = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with server.lock:
-            server.requests.append(body)
-            server.headers.append((self.path, dict(self.headers)))
-            n = len(server.requests)
-            server.active += 1
-            server.max_active = max(server.max_active, server.active)
-        try:
-            status, content, delay = server.reply(n, body)
-            time.sleep(delay)
-            payload = json.dumps(_completion(content) if status == 200 else {"error": content})
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload.encode())
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
-        finally:
-            with server.lock:
-                server.active -= 1
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(reply):
-        server = ChatServer(reply)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _judge(server, **kwargs) -> OpenAICompatibleJudge:
@@ -221,3 +153,78 @@ def test_custom_judge_only_needs_score():
 
     frame = Lengthy().score_many(["a b", "a b c d"], progress=False)
     assert frame["overall"].tolist() == [2, 4] and frame.index.name == "key"
+
+
+def _rubric_answer(body: dict, value=lambda name: 5) -> str:
+    """A judge that answers exactly the criteria its prompt's JSON template asks for."""
+    text = body["messages"][0]["content"]
+    template = text[text.rindex("{"):text.rindex("}") + 1]
+    names = re.findall(r'"(\w+)": <int>', template)
+    return json.dumps({name: value(name) for name in names})
+
+
+def test_custom_criteria_round_trip(serve, tmp_path):
+    server = serve(lambda n, body: (200, _rubric_answer(body, lambda name: len(name) % 10 + 1), 0))
+    judge = _judge(server, criteria=["Plot progression", "humour=does it make the reader smile?"],
+                   cache_dir=tmp_path)
+    assert judge.criteria == ("plot_progression", "humour")
+    frame = judge.score_many(["a story .", "b story ."], keys=["a", "b"], progress=False)
+    assert list(frame.columns) == ["plot_progression", "humour"] and frame.index.name == "key"
+    assert frame.loc["a"].tolist() == [len("plot_progression") % 10 + 1, len("humour") % 10 + 1]
+    prompt = server.requests[0]["messages"][0]["content"]
+    assert "- humour: does it make the reader smile?" in prompt
+    assert f"- plot_progression: {QUESTIONS['plot_progression']}" in prompt
+    assert prompt.rstrip().endswith('{"plot_progression": <int>, "humour": <int>}')
+    assert "coherence" not in prompt
+    # the cache keeps the answer text, so a re-run parses it against the same rubric
+    again = _judge(server, criteria=["plot_progression", "humour=does it make the reader smile?"],
+                   cache_dir=tmp_path).score_many(["a story .", "b story ."], keys=["a", "b"],
+                                                  progress=False)
+    assert again.equals(frame) and len(server.requests) == 2
+
+
+def test_narrative_preset_is_table_4_and_feeds_a_judge_reward(serve):
+    import pandas as pd
+    from visiontales.recipes.rl import JudgeReward
+    server = serve(lambda n, body: (
+        200, _rubric_answer(body, lambda name: 7 if name == "plot_progression" else 3), 0))
+    judge = _judge(server, criteria="narrative")
+    assert judge.criteria == NARRATIVE_CRITERIA == (
+        "character_development", "plot_progression", "emotional_engagement", "overall")
+    rows = pd.DataFrame({"image_paths": [("a.jpg",), ("b.jpg",)]})
+    assert JudgeReward(judge, "plot_progression")(["one .", "two ."], rows).tolist() == [7.0, 7.0]
+    with pytest.raises(ValueError, match="coherence"):
+        JudgeReward(judge, "coherence")
+
+
+def test_an_answer_missing_a_custom_criterion_is_refused(serve):
+    server = serve(lambda n, body: (200, '{"plot_progression": 6}', 0))
+    with pytest.raises(JudgeError, match=r"\['humour'\]"):
+        _judge(server, criteria=["plot_progression", "humour"]).score("a story .")
+    assert len(server.requests) == 2  # asked once more, as any malformed answer
+
+
+@pytest.mark.parametrize("spec, message", [
+    (["plot progression!"], "letters, digits"), (["overall", "Overall"], "named twice"),
+    ([], "at least one"),
+])
+def test_rubric_refuses_bad_names(spec, message):
+    with pytest.raises(ValueError, match=message):
+        rubric(spec)
+
+
+def test_a_prompt_that_never_names_the_criteria_is_refused():
+    with pytest.raises(ValueError, match="never names"):
+        OpenAICompatibleJudge("http://127.0.0.1:9/v1", "m", prompt=RUBRIC_PROMPT, criteria="narrative")
+    assert rubric_prompt() == RUBRIC_PROMPT  # Table 1's four by default
+
+
+def test_judge_scores_is_a_read_only_mapping():
+    scores = JudgeScores(7, 6, emotional_depth=5, overall=4)
+    assert dict(scores) == {"coherence": 7, "relevance": 6, "emotional_depth": 5, "overall": 4}
+    assert scores == JudgeScores(coherence=7, relevance=6, emotional_depth=5, overall=4)
+    assert JudgeScores(humour=3).humour == 3 and list(JudgeScores(b=1, a=2)) == ["b", "a"]
+    with pytest.raises(AttributeError):
+        scores.overall = 9
+    with pytest.raises(TypeError, match="twice"):
+        JudgeScores(7, coherence=7)

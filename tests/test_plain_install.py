@@ -14,8 +14,8 @@ import sys
 import pytest
 
 # every package that only an extra (eval, demo, test) brings in
-EXTRAS_ONLY = ("pycocoevalcap", "scipy", "gradio", "gradio_client", "playwright", "hypothesis",
-               "nbclient", "nbformat", "whisper", "tiktoken", "pytest")
+EXTRAS_ONLY = ("pycocoevalcap", "scipy", "krippendorff", "gradio", "gradio_client", "playwright",
+               "hypothesis", "nbclient", "nbformat", "whisper", "tiktoken", "pytest")
 BLOCK = f"import sys\nfor _m in {EXTRAS_ONLY!r}: sys.modules[_m] = None\n"
 pytestmark = pytest.mark.slow  # a fresh interpreter that trains twice
 

@@ -29,6 +29,7 @@ from visiontales.evaluation.report import page, photos_html
 from visiontales.utils import atomic_path, read_json, require, write_json
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ID_COLUMNS = ("rater", "item", "key", "system")
 
 
 def _t_critical(n: int) -> float:
@@ -111,7 +112,7 @@ def _sheet_html(sheet: pd.DataFrame, keys: list, items: Mapping, criteria: Seque
 
 
 def _ratings(path: Path, answer: dict, criteria: Sequence[str]) -> pd.DataFrame:
-    """One filled sheet as rows (item, system, criterion values), validated."""
+    """One filled sheet as rows (item, key, system, criterion values), validated."""
     # utf-8-sig: spreadsheet programs often save a byte-order mark before "item"
     sheet = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     missing = [c for c in ("item", "label", *criteria) if c not in sheet.columns]
@@ -120,11 +121,13 @@ def _ratings(path: Path, answer: dict, criteria: Sequence[str]) -> pd.DataFrame:
     records = []
     for index, row in sheet.iterrows():
         where = f"{path}: row {index + 2} (item {row['item']}, label {row['label']})"
-        labels = answer.get(str(row["item"]).strip(), {}).get("labels", {})
+        entry = answer.get(str(row["item"]).strip(), {})
+        labels = entry.get("labels", {})
         if row["label"].strip() not in labels:
             raise ValueError(f"{where}: not in the answer key; was the sheet edited, or is "
                              f"it from another export?")
-        record = {"item": str(row["item"]).strip(), "system": labels[row["label"].strip()]}
+        record = {"item": str(row["item"]).strip(), "key": entry.get("key"),
+                  "system": labels[row["label"].strip()]}
         for criterion in criteria:
             value = row[criterion].strip()
             if not (value.isdigit() and 1 <= int(value) <= 10):
@@ -132,7 +135,43 @@ def _ratings(path: Path, answer: dict, criteria: Sequence[str]) -> pd.DataFrame:
                                  f"numbers from 1 to 10")
             record[criterion] = int(value)
         records.append(record)
-    return pd.DataFrame(records, columns=["item", "system", *criteria])
+    return pd.DataFrame(records, columns=["item", "key", "system", *criteria])
+
+
+def read_ratings(filled_csvs: Sequence[str | os.PathLike],
+                 answer_key_path: str | os.PathLike) -> pd.DataFrame:
+    """Every rating of the filled sheets, one row per (rater, story): columns ``rater``
+    (the sheet's path: one file is one person), ``item``, ``key``, ``system`` and one int
+    column per criterion of the answer key (:func:`rated_criteria`). A sheet may hold a
+    subset of the rows, so raters can split the items."""
+    key = read_json(answer_key_path)
+    criteria = list(key["criteria"])
+    if not filled_csvs:
+        raise ValueError("give at least one filled sheet")
+    paths = [Path(p) for p in filled_csvs]
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ValueError("the same filled sheet is given twice; one file per rater")
+    frames = [_ratings(p, key["items"], criteria).assign(rater=str(p)) for p in paths]
+    return pd.concat(frames, ignore_index=True)[[*_ID_COLUMNS, *criteria]]
+
+
+def rated_criteria(ratings: pd.DataFrame) -> list[str]:
+    """The criterion columns of :func:`read_ratings`' rows, in the sheet's order."""
+    return [c for c in ratings.columns if c not in _ID_COLUMNS]
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and the half width of its 95% t-interval (scipy's t
+    distribution, the ``eval`` extra; nan for fewer than 2 values).
+
+    >>> mean_ci95([7, 7, 7])
+    (7.0, 0.0)
+    """
+    values = pd.Series(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float(values.mean()) if n else math.nan, math.nan
+    return float(values.mean()), _t_critical(n) * float(values.std(ddof=1)) / math.sqrt(n)
 
 
 def aggregate_ratings(filled_csvs: Sequence[str | os.PathLike],
@@ -140,7 +179,7 @@ def aggregate_ratings(filled_csvs: Sequence[str | os.PathLike],
     """Mean rating per system and criterion with a 95% interval, from filled sheets.
 
     Ratings of one item are first averaged over raters, then the mean and the t-interval
-    (scipy's t distribution, the ``eval`` extra) are taken over items: raters of the same story are not
+    (:func:`mean_ci95`) are taken over items: raters of the same story are not
     independent samples. Columns: ``<criterion>`` (mean), ``<criterion>_ci95`` (half
     width, so report ``mean ± ci95``), ``n`` (items), ``ratings``; index ``system``.
     A filled sheet may hold a subset of the rows, so raters can split the items.
@@ -156,20 +195,19 @@ def aggregate_ratings(filled_csvs: Sequence[str | os.PathLike],
     >>> table.loc["ours", ["overall", "overall_ci95", "n"]].tolist()
     [7.0, 0.0, 2.0]
     """
-    key = read_json(answer_key_path)
-    criteria = key["criteria"]
-    if not filled_csvs:
-        raise ValueError("give at least one filled sheet")
-    ratings = pd.concat([_ratings(Path(p), key["items"], criteria) for p in filled_csvs])
+    return summarize_ratings(read_ratings(filled_csvs, answer_key_path))
+
+
+def summarize_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
+    """:func:`aggregate_ratings`' table from :func:`read_ratings`' rows."""
+    criteria = rated_criteria(ratings)
     per_item = ratings.groupby(["system", "item"])[criteria].mean()
     rows = {}
     for system, group in per_item.groupby(level="system"):
-        n = len(group)
         row: dict[str, float] = {}
         for c in criteria:
-            row[c] = group[c].mean()
-            row[f"{c}_ci95"] = _t_critical(n) * group[c].std(ddof=1) / math.sqrt(n)
-        row["n"] = n
+            row[c], row[f"{c}_ci95"] = mean_ci95(group[c])
+        row["n"] = len(group)
         row["ratings"] = int((ratings["system"] == system).sum())
         rows[system] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")

@@ -71,6 +71,7 @@ def write_report(
     metrics_table: pd.DataFrame | None = None,
     title: str = "visiontales report",
     max_items: int | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the report to ``path`` atomically and return the path.
 
@@ -79,6 +80,9 @@ def write_report(
     ``metrics_table`` is e.g. :func:`visiontales.evaluation.metrics.as_frame`'s output. Keys are
     shown in the order they first appear in ``items``, the systems, then ``references``;
     ``max_items`` keeps the first ones only (thumbnails make a page of thousands heavy).
+    ``notes`` are paragraphs under the table (e.g. the agreement lines of
+    :func:`visiontales.evaluation.agreement.agreement_lines`). Text cells of the table
+    (``"7.20 ± 0.31"``) are shown as they are.
 
     >>> import tempfile, visiontales as vt
     >>> row = vt.sample_dataset("val")[0]
@@ -95,6 +99,7 @@ def write_report(
     if metrics_table is not None:
         parts.append(metrics_table.to_html(classes="metrics", border=0, float_format="%.2f",
                                            na_rep="n/a"))  # to_html escapes cell text
+    parts.extend(f'<p class="note">{html.escape(note)}</p>' for note in notes)
     parts.append(f"<p>{len(shown)} of {len(keys)} sequences, {len(systems)} systems.</p>")
     for key in shown:
         block = [f'<section class="item"><h2>{html.escape(str(key))}</h2>',

@@ -285,7 +285,8 @@ class JudgeReward:
 
     ``judge`` is a :class:`visiontales.evaluation.judge.Judge`, e.g. ``OpenAICompatibleJudge(url,
     "qwen2-vl")``, whose disk cache makes repeated stories free; ``criterion`` one of its
-    ``CRITERIA``. With a stand-in judge that likes long stories:
+    ``criteria`` (e.g. ``"plot_progression"`` of a ``criteria="narrative"`` judge). With a
+    stand-in judge that likes long stories:
 
     >>> from visiontales.evaluation.judge import Judge, JudgeScores
     >>> class Wordy(Judge):
@@ -299,8 +300,9 @@ class JudgeReward:
 
     def __init__(self, judge, criterion: str = "overall"):
         from visiontales.evaluation.judge import CRITERIA
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        criteria = tuple(getattr(judge, "criteria", CRITERIA))
+        if criterion not in criteria:
+            raise ValueError(f"criterion must be one of the judge's {criteria}, got {criterion!r}")
         self.judge, self.criterion = judge, criterion
 
     def __call__(self, stories: Sequence[str], rows) -> torch.Tensor:

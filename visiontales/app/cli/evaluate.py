@@ -1,8 +1,10 @@
 """Evaluation commands: ``visiontales evaluate``, ``visiontales report``, ``visiontales sheet``.
 
-Scores prediction files (as ``visiontales generate --out`` writes them) side by side. The
-metrics, judge and report modules are imported inside the commands, so that parsing the
-command line never pulls in pycocoevalcap or an HTTP client.
+Scores prediction files (as ``visiontales generate --out`` writes them) side by side: one
+row per system with the metrics, the judge's criteria and people's ratings (from filled
+rating sheets), and how far the judge and people agree. What the commands read is
+:mod:`.inputs`. The metrics, judge and report modules are imported inside the commands, so
+that parsing the command line never pulls in pycocoevalcap or an HTTP client.
 """
 from __future__ import annotations
 
@@ -12,81 +14,47 @@ from pathlib import Path
 
 import pandas as pd
 
-
-def _protocol(args) -> None:
-    """Fill the protocol's settings the user left out (``--by``, ``--seq-len``,
-    ``--meteor-mode``), refusing ones the published protocols do not allow."""
-    from visiontales.evaluation.protocols import METEOR_MODE, STORY_LENGTH, keyed_by
-    args.by = keyed_by(args.protocol, args.by)
-    if hasattr(args, "meteor_mode"):  # evaluate/report; evaluate() refuses standard for arel
-        args.meteor_mode = args.meteor_mode or METEOR_MODE[args.protocol]
-    if args.protocol == "window":
-        args.seq_len = args.seq_len or (None if getattr(args, "stories", None) else 3)
-        return
-    if getattr(args, "stories", None):
-        raise ValueError(f"--protocol {args.protocol} scores VIST's own stories; score --stories "
-                         "with --protocol window")
-    if args.seq_len not in (None, STORY_LENGTH):
-        raise ValueError(f"--protocol {args.protocol} scores whole {STORY_LENGTH}-photo stories; "
-                         f"drop --seq-len {args.seq_len}")
-    args.seq_len = STORY_LENGTH
+from visiontales.app.cli.inputs import (
+    add_reference_args, apply_protocol, photo_items, read_systems, reference_dataset, sis_file,
+)
 
 
-def _references(args):
-    """The reference dataset: your stories file, a VIST SIS file with its images, or the
-    shipped sample split."""
-    from visiontales.data.vist import load_vist
-    from visiontales.data.sample import sample_dataset
-    if args.stories:
-        if args.references:
-            raise ValueError("give --stories or --references, not both")
-        from visiontales.data.stories import load_stories
-        return load_stories(args.stories, seq_len=args.seq_len, progress=False)
-    if args.references:
-        if not args.images:
-            raise ValueError("--references needs --images (the folder of that split's photos)")
-        return load_vist(args.references, args.images, seq_len=args.seq_len, progress=False)
-    return sample_dataset(args.sample, seq_len=args.seq_len)
-
-
-def _sis_file(args) -> str | None:
-    from visiontales.data.sample import SAMPLE_DATA_DIR
-    if args.stories:
+def _judge(args):
+    """The rubric judge of ``--judge`` (None without it)."""
+    if not args.judge:
+        if args.judge_criteria:
+            raise ValueError("--judge-criteria needs --judge URL (the judge's endpoint)")
         return None
-    return args.references or str(SAMPLE_DATA_DIR / f"{args.sample}.story-in-sequence.json")
+    from visiontales.evaluation.judge import OpenAICompatibleJudge
+    return OpenAICompatibleJudge(args.judge, args.judge_model, api_key_env=args.judge_api_key_env,
+                                 send_images=args.judge_images, cache_dir=args.judge_cache,
+                                 criteria=args.judge_criteria)
 
 
-def _systems(paths: list[str]) -> dict[str, dict[str, str]]:
-    """``name=path`` or ``path`` (named after the file) -> {system: {key: story}}."""
-    from visiontales.evaluation.predictions import read_predictions
-    systems: dict[str, dict[str, str]] = {}
-    for spec in paths:
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        name = name or Path(path).stem
-        if name in systems:
-            raise ValueError(f"two prediction files are named {name!r}; use NAME=PATH")
-        systems[name] = read_predictions(path)
-    return systems
+def _ratings(args):
+    """People's ratings from ``--human`` sheets and ``--answer-key`` (None without them)."""
+    if bool(args.human) != bool(args.answer_key):
+        raise ValueError("--human FILLED.csv... and --answer-key KEY go together (the filled "
+                         "sheets and the answer_key.json that 'sheet export' wrote with them)")
+    if not args.human:
+        return None
+    from visiontales.evaluation.human_rating import read_ratings
+    return read_ratings(args.human, args.answer_key)
 
 
-def _items(dataset, by: str) -> dict[str, list[str]]:
-    from visiontales.evaluation.predictions import prediction_keys
-    items: dict[str, list[str]] = {}
-    for key, paths in zip(prediction_keys(dataset, by), dataset.frame["image_paths"]):
-        items.setdefault(key, list(paths))
-    return items
-
-
-def _score(args, dataset, references, systems) -> pd.DataFrame:
-    """One row per system: the VIST metrics, reference-free scores, grounding and judge."""
+def _score(args, dataset, references, systems):
+    """One row per system (the VIST metrics, reference-free scores, grounding, the judge's and
+    people's criteria) and the agreement table (None without ratings)."""
     from visiontales.evaluation.clipscore import model_grounding
-    from visiontales.evaluation.metrics import as_frame, evaluate
-    items = _items(dataset, args.by)
+    from visiontales.evaluation.comparison import comparison_table
+    from visiontales.evaluation.metrics import evaluate
+    items = photo_items(dataset, args.by)
+    judge, ratings = _judge(args), _ratings(args)
     grounding_model = None
     if args.grounding_model:
         from visiontales.model.story_model import StoryModel
         grounding_model = StoryModel.from_pretrained(args.grounding_model)
-    results = {}
+    results, judged = {}, {}
     for name, preds in systems.items():
         missing = [k for k in references if k not in preds]
         if missing:
@@ -100,50 +68,69 @@ def _score(args, dataset, references, systems) -> pd.DataFrame:
         if grounding_model is not None:
             scores = model_grounding(grounding_model, [preds[k] for k in keys], [items[k] for k in keys])
             results[name]["grounding"] = sum(scores) / len(scores)
-        if args.judge:
-            from visiontales.evaluation.judge import OpenAICompatibleJudge
-            judge = OpenAICompatibleJudge(args.judge, args.judge_model, api_key_env=args.judge_api_key_env,
-                                          send_images=args.judge_images, cache_dir=args.judge_cache)
-            rubric = judge.score_many([preds[k] for k in keys],
-                                      images=[items[k] for k in keys] if args.judge_images else None,
-                                      keys=keys)
-            results[name].update({f"judge_{c}": float(rubric[c].mean()) for c in rubric.columns})
-    return as_frame(results)
+        if judge is not None:
+            judged[name] = judge.score_many([preds[k] for k in keys], keys=keys,
+                                            images=[items[k] for k in keys] if args.judge_images else None)
+    table = comparison_table(results, judged, ratings)
+    if ratings is None:
+        return table, None
+    from visiontales.evaluation.agreement import agreement
+    return table, agreement(ratings, judged)
 
 
 def _print_table(table: pd.DataFrame) -> None:
-    with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 200,
-                           "display.max_columns", 40):
-        print(table.to_string(na_rep="n/a"))
+    from visiontales.evaluation.comparison import readable
+    with pd.option_context("display.width", 200, "display.max_columns", 60):
+        print(readable(table).to_string())
+
+
+def _plain(value):
+    """A JSON value: nan as null, numpy numbers as Python numbers."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _agreement_notes(agree) -> list[str]:
+    from visiontales.evaluation.agreement import AGREEMENT_NOTE, agreement_lines
+    return [AGREEMENT_NOTE, *agreement_lines(agree)] if agree is not None else []
 
 
 def cmd_evaluate(args) -> int:
     from visiontales.evaluation.protocols import PROTOCOLS, protocol_references
     from visiontales.evaluation.report import write_report
     from visiontales.utils import atomic_path, require, write_json
-    _protocol(args)
+    apply_protocol(args)
     if set(args.metrics or ["METEOR"]) - {"reference_free"}:  # before any work: name the extra
         require("pycocoevalcap", "eval", "the VIST metrics")
-    dataset = _references(args)
-    references = protocol_references(dataset, args.protocol, by=args.by, annotations=_sis_file(args))
-    systems = _systems(args.predictions)
-    table = _score(args, dataset, references, systems)
+    dataset = reference_dataset(args)
+    references = protocol_references(dataset, args.protocol, by=args.by, annotations=sis_file(args))
+    systems = read_systems(args.predictions)
+    table, agree = _score(args, dataset, references, systems)
+    notes = _agreement_notes(agree)
     print(f"protocol {args.protocol}: {PROTOCOLS[args.protocol]}")
     _print_table(table)
+    for note in notes:
+        print(note)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table.to_csv(tmp)
-    write_json(out.with_suffix(".json"), {
+    record = {
         "protocol": {"name": args.protocol, "about": PROTOCOLS[args.protocol], "by": args.by,
                      "meteor_mode": args.meteor_mode, "seq_len": args.seq_len, "normalize": args.normalize,
                      "references": str(args.stories or args.references or f"sample:{args.sample}")},
-        "systems": {name: {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                           for k, v in row.items()} for name, row in table.to_dict("index").items()}})
+        "systems": {name: {k: _plain(v) for k, v in row.items()}
+                    for name, row in table.to_dict("index").items()}}
+    if agree is not None:
+        record["agreement"] = {c: {k: _plain(v) for k, v in row.items()}
+                               for c, row in agree.to_dict("index").items()}
+        record["agreement_note"] = notes[0]
+    write_json(out.with_suffix(".json"), record)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
     if args.report:
-        write_report(args.report, _items(dataset, args.by), systems, references, table,
-                     max_items=args.max_items)
+        from visiontales.evaluation.comparison import readable
+        write_report(args.report, photo_items(dataset, args.by), systems, references,
+                     readable(table), max_items=args.max_items, notes=notes)
         print(f"wrote {args.report}")
     return 0
 
@@ -155,59 +142,58 @@ def cmd_report(args) -> int:
 
 
 def cmd_sheet(args) -> int:
-    from visiontales.evaluation.human_rating import aggregate_ratings, export_rating_sheet
+    from visiontales.evaluation.human_rating import export_rating_sheet, read_ratings, summarize_ratings
     if args.action == "export":
-        _protocol(args)
-        dataset = _references(args)
-        systems = _systems(args.predictions)
-        keys = list(_items(dataset, args.by))[:args.max_items]
+        from visiontales.evaluation.judge import rubric
+        apply_protocol(args)
+        dataset = reference_dataset(args)
+        systems = read_systems(args.predictions)
+        keys = list(photo_items(dataset, args.by))[:args.max_items]
         systems = {name: {k: preds[k] for k in keys if k in preds} for name, preds in systems.items()}
-        paths = export_rating_sheet(systems, args.out, items=_items(dataset, args.by), seed=args.seed)
+        paths = export_rating_sheet(systems, args.out, items=photo_items(dataset, args.by),
+                                    seed=args.seed, criteria=list(rubric(args.criteria)))
         print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
         print("give raters sheet.csv or sheet.html; keep answer_key.json to yourself")
     else:
-        table = aggregate_ratings(args.filled, args.answer_key)
+        from visiontales.evaluation.agreement import agreement
+        ratings = read_ratings(args.filled, args.answer_key)
+        table = summarize_ratings(ratings)
         _print_table(table)
+        for note in _agreement_notes(agreement(ratings)):
+            print(note)
         if args.out:
             table.to_csv(args.out)
     return 0
 
 
-def _add_reference_args(p: argparse.ArgumentParser) -> None:
-    from visiontales.evaluation.protocols import PROTOCOLS
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="window",
-                   help="arel: AREL's album evaluation (Wang et al. 2018; its published scores and "
-                        "papers that use its evaluator): one story per album, keyed by album id; "
-                        "vist-challenge: the NAACL 2018 VIST challenge's METEOR: one story per "
-                        "photo sequence, keyed by the five photo ids joined by '_'; both score "
-                        "whole 5-photo stories exactly as published. window (default): "
-                        "visiontales' own, --seq-len windows, not comparable to published tables")
-    p.add_argument("--references", "--annotations", dest="references",
-                   help="VIST SIS json whose stories are the references")
-    p.add_argument("--images", "--images-dir", dest="images", help="image folder of that split")
-    p.add_argument("--stories", metavar="FILE", help="your own sequences (JSON lines or CSV, as train "
-                                                     "--stories takes) as the references")
-    p.add_argument("--sample", default="val", choices=["train", "val"],
-                   help="without --references: the shipped sample split (default: val)")
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="images per window with --protocol window (default: 3; the published "
-                        "protocols use whole 5-photo stories)")
-    p.add_argument("--by", choices=["sequence", "album"], default=None,
-                   help="--protocol window's grouping of references: all stories over the same "
-                        "photo sequence (default) or all stories of the album")
-    p.add_argument("--predictions", action="append", default=[], metavar="[NAME=]FILE",
-                   help="a system's prediction file: JSON lines with key and story (as written by "
-                        "'visiontales generate --out'), {key: story}, AREL's {album_id: [story]} "
-                        "or a VIST challenge submission (output_stories); repeat for each system")
+def _add_judge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint for the rubric judge, "
+                                                  "e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--judge-model", default="gpt-4o", help="judge model name (default: gpt-4o)")
+    p.add_argument("--judge-criteria", nargs="+", metavar="NAME",
+                   help="the judge's rubric: quality (default: coherence, relevance, emotional_depth, "
+                        "overall; the recipe's Table 1), narrative (character_development, "
+                        "plot_progression, emotional_engagement, overall; its Table 4), or criterion "
+                        "names, NAME=QUESTION for one of your own")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
+    p.add_argument("--judge-images", action="store_true", help="send the photos to the judge too")
+    p.add_argument("--judge-cache", default=".visiontales_judge_cache",
+                   help="folder caching judge answers so re-runs never re-ask")
+    p.add_argument("--human", nargs="+", metavar="FILLED.csv",
+                   help="rating sheets filled by people (one per rater; 'sheet export' wrote them): "
+                        "adds their means per criterion and their agreement with each other and "
+                        "with the judge")
+    p.add_argument("--answer-key", help="the answer_key.json of those sheets")
 
 
 def add_commands(sub) -> None:
     from visiontales.evaluation.metrics import METRICS
     for name, func, help_text in (
-            ("evaluate", cmd_evaluate, "score prediction files side by side (VIST metrics, grounding, judge)"),
+            ("evaluate", cmd_evaluate, "score prediction files side by side (VIST metrics, grounding, judge, "
+                                          "human ratings and their agreement)"),
             ("report", cmd_report, "write one self-contained HTML page: metrics, photos, stories, references")):
         p = sub.add_parser(name, help=help_text)
-        _add_reference_args(p)
+        add_reference_args(p)
         p.add_argument("--metrics", nargs="+", default=None, choices=list(METRICS),
                        help="metrics to compute (default: all; METEOR for vist-challenge)")
         p.add_argument("--meteor-mode", choices=["standard", "hter"], default=None,
@@ -221,13 +207,7 @@ def add_commands(sub) -> None:
         p.add_argument("--grounding-model", metavar="MODEL",
                        help="saved model (folder or Hub repo id) whose CLIP scores image-story "
                             "agreement (CLIPScore)")
-        p.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint for the rubric judge, "
-                                                      "e.g. http://127.0.0.1:8000/v1")
-        p.add_argument("--judge-model", default="gpt-4o", help="judge model name (default: gpt-4o)")
-        p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
-        p.add_argument("--judge-images", action="store_true", help="send the photos to the judge too")
-        p.add_argument("--judge-cache", default=".visiontales_judge_cache",
-                       help="folder caching judge answers so re-runs never re-ask")
+        _add_judge_args(p)
         p.add_argument("--max-items", type=int, default=None, help="sequences shown in the report")
         if name == "evaluate":
             p.add_argument("--out", default="evaluation", help="writes OUT.csv and OUT.json")
@@ -239,11 +219,15 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sheet", help="blind human-rating sheets: export, then aggregate filled ones")
     actions = p.add_subparsers(dest="action", required=True)
     e = actions.add_parser("export", help="write sheet.csv, sheet.html and answer_key.json")
-    _add_reference_args(e)
+    add_reference_args(e)
     e.add_argument("--out", default="rating", help="output folder (default: rating)")
     e.add_argument("--max-items", type=int, default=50, help="sequences on the sheet (default: 50)")
     e.add_argument("--seed", type=int, default=0, help="seed of the per-item shuffling")
-    a = actions.add_parser("aggregate", help="mean and 95%% interval per criterion and system")
+    e.add_argument("--criteria", nargs="+", metavar="NAME",
+                   help="what people rate: a rubric as evaluate --judge-criteria takes (default: "
+                        "coherence, relevance, emotional_depth, overall)")
+    a = actions.add_parser("aggregate", help="mean and 95%% interval per criterion and system, and "
+                                             "how far the raters agree")
     a.add_argument("filled", nargs="+", help="filled sheet.csv files (one per rater)")
     a.add_argument("--answer-key", required=True, help="answer_key.json written by export")
     a.add_argument("--out", help="also write the table as CSV")

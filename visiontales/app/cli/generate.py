@@ -1,6 +1,7 @@
-"""``visiontales generate``: stories from a saved model (a folder or a Hub repo id), for photos
-on the command line, a folder, or every sequence of a stories file or a VIST split (written as
-a prediction file for ``evaluate``)."""
+"""``visiontales generate``: stories from a saved model (a folder or a Hub repo id) or from a
+vision model behind an OpenAI-compatible server (``--endpoint``), for photos on the command
+line, a folder, or every sequence of a stories file or a VIST split (written as a prediction
+file for ``evaluate``, keyed alike whichever told the stories)."""
 from __future__ import annotations
 
 import json
@@ -39,8 +40,34 @@ def _prompt_from(args) -> dict:
     return {} if args.prompt is None else {"prompt": args.prompt}
 
 
+def _storyteller(args):
+    """The ``--endpoint`` storyteller, refusing the flags that only a saved model reads."""
+    from visiontales.evaluation.storytellers import STORY_PROMPT, EndpointStoryteller
+    if args.model:
+        raise ValueError("give --model (a saved model) or --endpoint (a served vision model), not both")
+    if not args.endpoint_model:
+        raise ValueError("--endpoint needs --endpoint-model NAME (the model the server serves)")
+    model_only = {"--task": args.task, "--prompt (use --endpoint-prompt)": args.prompt is not None,
+                  "--num-beams": args.num_beams != 1, "--sample": args.sample,
+                  "--revision": args.revision}
+    used = [flag for flag, given in model_only.items() if given]
+    if used:
+        raise ValueError(f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} for a saved --model")
+    return EndpointStoryteller(args.endpoint, args.endpoint_model,
+                               prompt=args.endpoint_prompt or STORY_PROMPT,
+                               api_key_env=args.endpoint_api_key_env, timeout=args.endpoint_timeout,
+                               max_concurrency=args.max_concurrency, cache_dir=args.endpoint_cache)
+
+
 def cmd_generate(args) -> int:
-    from visiontales.model.story_model import StoryModel
+    if args.readable and (args.annotations or args.split or args.stories):
+        raise ValueError("--readable is for printed stories; a prediction file keeps VIST's "
+                         "placeholders, since references and scores use them")
+    if args.endpoint:
+        return _tell(args, _storyteller(args), {})
+    if not args.model:
+        raise ValueError("give --model (a saved model folder or Hub repo id) or --endpoint URL "
+                         "(a vision model behind an OpenAI-compatible server)")
     decoding = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
                     top_p=args.top_p, temperature=args.temperature, seed=args.seed,
                     precision=args.precision, **_prompt_from(args))
@@ -48,11 +75,13 @@ def cmd_generate(args) -> int:
     if args.task == "caption" and from_dataset:
         raise ValueError("--task caption captions single photos; a prediction file holds one story "
                          "per photo sequence")
-    model = StoryModel.from_pretrained(args.model, revision=args.revision)
-    if from_dataset:
-        if args.readable:
-            raise ValueError("--readable is for printed stories; a prediction file keeps VIST's "
-                             "placeholders, since references and scores use them")
+    from visiontales.model.story_model import StoryModel
+    return _tell(args, StoryModel.from_pretrained(args.model, revision=args.revision), decoding)
+
+
+def _tell(args, model, decoding: dict) -> int:
+    """Stories from ``model`` (a StoryModel or a storyteller), printed or as a prediction file."""
+    if args.annotations or args.split or args.stories:
         return _generate_for_dataset(args, model, decoding)
     sequences = _image_sequences(args)
     if args.task == "caption":  # a caption is of one photo: every image on its own
@@ -96,8 +125,9 @@ def _generate_for_dataset(args, model, decoding) -> int:
 
 def add_commands(sub) -> None:
     from visiontales.recipes.instructions import TASKS
-    p = sub.add_parser("generate", help="tell stories for image sequences with a saved model")
-    p.add_argument("--model", required=True,
+    p = sub.add_parser("generate", help="tell stories for image sequences with a saved model or a "
+                                        "served vision model")
+    p.add_argument("--model",
                    help="folder written by save_pretrained / train, or a Hub repo id (user/repo)")
     p.add_argument("--revision", help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("images", nargs="*", help="image paths of one sequence, in order")
@@ -131,4 +161,24 @@ def add_commands(sub) -> None:
                    help="one story per photo sequence (default) or per album (AREL)")
     p.add_argument("--out", help="prediction file (JSON lines) for --stories/--annotations/--split "
                                  "(default: predictions.jsonl)")
+    _add_endpoint_args(p)
     p.set_defaults(func=cmd_generate)
+
+
+def _add_endpoint_args(p) -> None:
+    e = p.add_argument_group("a vision model behind an OpenAI-compatible server, instead of --model")
+    e.add_argument("--endpoint", metavar="URL",
+                   help="the server's base URL, e.g. http://127.0.0.1:11434/v1 (Ollama) or "
+                        "http://127.0.0.1:8000/v1 (vLLM): one request per photo sequence, the "
+                        "photos as image_url data URLs in order")
+    e.add_argument("--endpoint-model", metavar="NAME", help="the model it serves, e.g. llava:7b")
+    e.add_argument("--endpoint-prompt", metavar="TEXT",
+                   help="the instruction sent with the photos ({n}: their number; default: "
+                        "one or two sentences per photo, plain prose)")
+    e.add_argument("--endpoint-api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="env var holding the API key, when the server needs one")
+    e.add_argument("--endpoint-timeout", type=float, default=120,
+                   help="seconds to wait on the server before asking again (default: 120)")
+    e.add_argument("--max-concurrency", type=int, default=4, help="requests at once (default: 4)")
+    e.add_argument("--endpoint-cache", default=".visiontales_endpoint_cache", metavar="DIR",
+                   help="folder caching the answers, so a re-run asks nothing again")
