@@ -64,3 +64,10 @@ def test_import_loads_no_metric_demo_or_clip_package():
                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_version_is_the_installed_metadata():
+    """setup.cfg is the one place the version lives; the package reads it back."""
+    from importlib.metadata import version
+    assert vt.__version__ == version("visiontales")
+    assert f"version = {vt.__version__}\n" in (REPO / "setup.cfg").read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ training. ``evaluate`` and ``load_stories`` resolve on first use, so ``import vi
 loads neither the evaluation layer nor the stories reader.
 """
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 
 from visiontales.data.dataset import StoryDataset
 from visiontales.data.sample import sample_dataset
@@ -27,7 +28,10 @@ from visiontales.training.checkpoint import TrainState
 from visiontales.training.config import TrainingConfig
 from visiontales.training.trainer import Trainer
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("visiontales")   # the one place the version lives is setup.cfg
+except PackageNotFoundError:               # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "StoryDataset", "load_vist", "load_stories", "sample_dataset",
