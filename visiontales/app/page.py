@@ -210,11 +210,9 @@ def photo_checks(model: "StoryModel") -> str:
 
 
 def photo_folders(sample: "StoryDataset | None" = None) -> list[str]:
-    """The folders of the sample picker's photos, for ``launch(allowed_paths=...)``.
-
-    Gradio hands the browser only files under the working directory, the temp folder (where
-    uploads go) and the allowed paths; the shipped photos live inside the installed package,
-    so a page started anywhere else must allow their folder.
+    """The folders of the sample picker's photos, for ``launch(allowed_paths=...)``: Gradio
+    serves only files under the working directory, the temp folder (uploads) and these, and
+    the shipped photos live inside the installed package.
 
     >>> [Path(folder).name for folder in photo_folders()]
     ['images']
