@@ -12,6 +12,7 @@ page with the same two functions, :func:`demo_server` and :func:`tell_a_sample`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,25 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 SERVER_LOG = "server.log"
+PAGE_SOURCE = REPO / "visiontales" / "app" / "page.py"
+STAMP = "visiontales-page-sha256"  # a PNG text chunk: the page.py the picture was taken of
+
+
+def page_digest() -> str:
+    """SHA-256 of visiontales/app/page.py: stamped into the picture, so a test can tell when
+    the page changed after the picture was taken."""
+    return hashlib.sha256(PAGE_SOURCE.read_bytes()).hexdigest()
+
+
+def stamp(picture: str | Path) -> None:
+    """Write :func:`page_digest` into the PNG's text chunk :data:`STAMP`."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text(STAMP, page_digest())
+    with Image.open(picture) as image:
+        image.load()
+    image.save(picture, pnginfo=info, optimize=True)
 
 
 @contextmanager
@@ -104,6 +124,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="visiontales-screenshot-") as folder:
         with demo_server(*(["--model", args.model] if args.model else ["--tiny"]), cwd=folder) as url:
             seen = tell_a_sample(url, chromium, sample=args.sample, screenshot=args.out)
+    stamp(args.out)
     print(f"{args.out}: {seen['photos']} photos; story: {seen['story']}\n{seen['status']}")
     return 0
 

@@ -214,6 +214,16 @@ def _page_driver():
     return module
 
 
+def test_the_screenshot_is_of_the_current_page():
+    """docs/demo.png carries the digest of the page.py it was taken of: change the page, then
+    run scripts/make_screenshot.py (about two minutes on 2 CPU cores) to take it again."""
+    driver = _page_driver()
+    with Image.open(REPO / "docs" / "demo.png") as picture:
+        taken_of = picture.text.get(driver.STAMP)
+    assert taken_of == driver.page_digest(), (
+        "visiontales/app/page.py changed since docs/demo.png was taken: run python scripts/make_screenshot.py")
+
+
 @pytest.mark.slow
 def test_browser_uploads_three_photos_and_reads_the_story(server, photos, require):
     chromium = _chromium(require)
@@ -236,13 +246,13 @@ def test_browser_uploads_three_photos_and_reads_the_story(server, photos, requir
 
 
 @pytest.mark.slow
-def test_the_page_and_the_report_work_from_an_unrelated_folder(model, tmp_path, require, cli):
+def test_the_page_and_the_report_work_from_an_unrelated_folder(model, photos, tmp_path, require, cli):
     """As after ``pip install``: ``visiontales serve`` started in a folder that is not the
     repository (Gradio serves only files under the working directory, the temp folder and the
     allowed paths, and the sample photos live in the installed package). A picked sample
-    sequence shows its photos, the story and its object check come back; ``visiontales
-    report`` run in that folder writes a page whose photos show. docs/demo.png is taken the same
-    way (scripts/make_screenshot.py)."""
+    sequence shows its photos, the story and its object check come back, uploads work;
+    ``visiontales report`` run in that folder writes a page whose photos show. docs/demo.png
+    is taken the same way (scripts/make_screenshot.py)."""
     chromium, driver = _chromium(require), _page_driver()
     require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     folder = tmp_path / "elsewhere"
@@ -251,11 +261,16 @@ def test_the_page_and_the_report_work_from_an_unrelated_folder(model, tmp_path, 
     model.save_pretrained(tmp_path / "model")
     with driver.demo_server("--model", str(tmp_path / "model"), cwd=folder) as url:
         seen = driver.tell_a_sample(url, chromium, sample=1, screenshot=tmp_path / "page.png")
+        from gradio_client import Client, handle_file   # uploads from there too
+        client = Client(url, verbose=False)
+        gallery, _ = client.predict([handle_file(p) for p in photos], [], api_name="/add_photos")
+        uploaded = _tell(client, [item["image"] for item in gallery])
     log = (folder / driver.SERVER_LOG).read_text()
     assert "InvalidPathError" not in log and "Cannot move" not in log, log
     assert seen["photos"] == 3 and seen["story"].strip()
     # the object check runs only on the shipped photos: they reached the model intact
     assert re.fullmatch(r"Object check: [0-3] of 3 photos named .*", seen["status"]), seen["status"]
+    assert len(gallery) == 3 and uploaded[0] and uploaded[3].startswith("Object check: ")
 
     keys = ["_".join(ids) for ids in vt.sample_dataset("val").frame["photo_ids"]]
     (folder / "tiny.jsonl").write_text("".join(f'{{"key": "{k}", "story": "{seen["story"]}"}}\n'
