@@ -104,9 +104,8 @@ def main() -> None:
     print(machine(device_of(args)), flush=True)
     common = ["--device", args.device, "--tokens", str(args.tokens), "--sequences", str(args.sequences)]
     common += ["--quick"] if args.quick else []
-    # each configuration in its own process for clean peak memory; --quick stays in this one
-    results = {m: measure(m, args) if args.quick else run_isolated(__file__, ["--mode", m, *common])
-               for m in MODES}
+    # each configuration in its own process for clean peak memory (--quick too: the tests run this path)
+    results = {m: run_isolated(__file__, ["--mode", m, *common]) for m in MODES}
     for name, r in results.items():
         print(f"{name:12s} {r['seq_per_s']:7.2f} stories/s  {r['tokens_per_s']:8.1f} tokens/s  "
               f"peak mem {r['peak_mem_mb']:6.0f} MB")

@@ -113,9 +113,8 @@ def main() -> None:
         return
     print(machine(device_of(args)), flush=True)
     common = ["--device", args.device, "--batch-size", str(args.batch_size)] + (["--quick"] if args.quick else [])
-    # each configuration in its own process for clean peak memory; --quick stays in this one
-    results = {m: measure(m, args) if args.quick else run_isolated(__file__, ["--mode", m, *common])
-               for m in ("paper", "library")}
+    # each configuration in its own process for clean peak memory (--quick too: the tests run this path)
+    results = {m: run_isolated(__file__, ["--mode", m, *common]) for m in ("paper", "library")}
     for name, r in results.items():
         print(f"{name:8s} {r['seq_per_s']:7.2f} seq/s  peak mem {r['peak_mem_mb']:7.0f} MB  "
               f"{r['achieved_flops'] / 1e9:7.1f} GFLOP/s = {100 * r['achieved_flops'] / r['matmul_peak_flops']:.0f}% "

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from PIL import Image
 
 import visiontales as vt
 from visiontales.app.cli.demo import add_commands, cmd_serve
-from visiontales.app.page import (DemoInputError, build_app, free_port, prepare_photos, sentence_similarity,
-                              serve, split_sentences, tell)
+from visiontales.app.page import (DemoInputError, build_app, free_port, photo_folders, prepare_photos,
+                                  sentence_similarity, serve, split_sentences, tell)
 from visiontales.data.text import readable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +112,8 @@ def server(model, require):
     require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
     app = build_app(model)
     port = free_port()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+               allowed_paths=photo_folders())
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -199,11 +199,34 @@ def test_gradio_stays_optional(monkeypatch):
 
 # ----------------------------------------------------------------------------- the browser
 
-@pytest.mark.slow
-def test_browser_uploads_three_photos_and_reads_the_story(server, photos, require):
+def _chromium(require) -> str:
     chromium = shutil.which("chromium")
     require(chromium, "Chromium is not installed (Debian: apt-get install chromium); the browser test needs it")
     require(importlib.util.find_spec("playwright"), "the browser test needs playwright (pip install playwright)")
+    return chromium
+
+
+def _page_driver():
+    """scripts/make_screenshot.py: the functions that also take docs/demo.png."""
+    spec = importlib.util.spec_from_file_location("make_screenshot", REPO / "scripts" / "make_screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_screenshot_is_of_the_current_page():
+    """docs/demo.png carries the digest of the page.py it was taken of: change the page, then
+    run scripts/make_screenshot.py (about two minutes on 2 CPU cores) to take it again."""
+    driver = _page_driver()
+    with Image.open(REPO / "docs" / "demo.png") as picture:
+        taken_of = picture.text.get(driver.STAMP)
+    assert taken_of == driver.page_digest(), (
+        "visiontales/app/page.py changed since docs/demo.png was taken: run python scripts/make_screenshot.py")
+
+
+@pytest.mark.slow
+def test_browser_uploads_three_photos_and_reads_the_story(server, photos, require):
+    chromium = _chromium(require)
     from playwright.sync_api import expect, sync_playwright
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -216,13 +239,55 @@ def test_browser_uploads_three_photos_and_reads_the_story(server, photos, requir
             story = page.locator("#story textarea")
             expect(story).not_to_have_value("", timeout=60_000)
             text = story.input_value()
-            page.wait_for_timeout(500)  # let the table paint before the picture
-            # the README's docs/demo.png is taken with a trained model; the test keeps its own
-            page.screenshot(path=str(Path(tempfile.gettempdir()) / "visiontales-demo.png"), full_page=True)
         finally:
             browser.close()
     assert text.strip()
     print(f"browser saw the story: {text!r}")
+
+
+@pytest.mark.slow
+def test_the_page_and_the_report_work_from_an_unrelated_folder(model, photos, tmp_path, require, cli):
+    """As after ``pip install``: ``visiontales serve`` started in a folder that is not the
+    repository (Gradio serves only files under the working directory, the temp folder and the
+    allowed paths, and the sample photos live in the installed package). A picked sample
+    sequence shows its photos, the story and its object check come back, uploads work;
+    ``visiontales report`` run in that folder writes a page whose photos show. docs/demo.png
+    is taken the same way (scripts/make_screenshot.py)."""
+    chromium, driver = _chromium(require), _page_driver()
+    require(importlib.util.find_spec("gradio"), NEEDS_GRADIO)
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    assert REPO not in folder.resolve().parents
+    model.save_pretrained(tmp_path / "model")
+    with driver.demo_server("--model", str(tmp_path / "model"), cwd=folder) as url:
+        seen = driver.tell_a_sample(url, chromium, sample=1, screenshot=tmp_path / "page.png")
+        from gradio_client import Client, handle_file   # uploads from there too
+        client = Client(url, verbose=False)
+        gallery, _ = client.predict([handle_file(p) for p in photos], [], api_name="/add_photos")
+        uploaded = _tell(client, [item["image"] for item in gallery])
+    log = (folder / driver.SERVER_LOG).read_text()
+    assert "InvalidPathError" not in log and "Cannot move" not in log, log
+    assert seen["photos"] == 3 and seen["story"].strip()
+    # the object check runs only on the shipped photos: they reached the model intact
+    assert re.fullmatch(r"Object check: [0-3] of 3 photos named .*", seen["status"]), seen["status"]
+    assert len(gallery) == 3 and uploaded[0] and uploaded[3].startswith("Object check: ")
+
+    keys = ["_".join(ids) for ids in vt.sample_dataset("val").frame["photo_ids"]]
+    (folder / "tiny.jsonl").write_text("".join(f'{{"key": "{k}", "story": "{seen["story"]}"}}\n'
+                                               for k in keys))
+    done = cli("report", "--predictions", "tiny.jsonl", "--metrics", "BLEU", "--max-items", "3",
+               "--out", "report.html", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto((folder / "report.html").as_uri())
+            shown = page.locator("img").evaluate_all("imgs => imgs.map(img => img.naturalWidth > 0)")
+        finally:
+            browser.close()
+    assert shown and all(shown) and len(shown) >= 9
 
 
 @pytest.mark.slow

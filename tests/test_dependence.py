@@ -6,7 +6,8 @@ import torch
 
 import visiontales as vt
 from visiontales.training.batching import PreparedData
-from visiontales.training.shuffled_photos import WARN_AFTER_EPOCHS, photo_derangement, with_shuffled_photos
+from visiontales.training.shuffled_photos import (GAP_WARNING, WARN_AFTER_EPOCHS, photo_derangement,
+                                                  with_shuffled_photos)
 from visiontales.training.photo_dependence import photo_dependence
 
 
@@ -82,6 +83,23 @@ def test_a_model_that_cannot_see_the_photos_gets_one_warning(tmp_path):
     assert len(mine) == 1, [str(w.message) for w in caught]
     frame = trainer.history_frame().dropna(subset=["eval_loss"])
     assert (frame["eval_loss_shuffled"] - frame["eval_loss"]).abs().max() < 1e-6
+
+
+@pytest.mark.slow
+def test_a_model_that_uses_the_photos_is_not_warned(tmp_path):
+    """The tiny recipe (sequence prefix) on the whole sample training set: past the first
+    epochs its loss depends on the photos, and the Trainer keeps quiet about it."""
+    train, val = vt.sample_dataset("train"), vt.sample_dataset("val").select(range(24))
+    config = vt.TrainingConfig.tiny(epochs=WARN_AFTER_EPOCHS + 2, progress=False, save_every=0,
+                                    output_dir=str(tmp_path))
+    trainer = vt.Trainer(vt.StoryModel.tiny(vocab_from=train, prefix="sequence"), train, val, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "not using the photos" in str(w.message)]
+    frame = trainer.history_frame().dropna(subset=["eval_loss"])
+    judged = frame[frame["epoch"] >= WARN_AFTER_EPOCHS]  # the epochs the warning looks at
+    assert len(judged) == 3 and ((judged["eval_loss_shuffled"] - judged["eval_loss"]) > GAP_WARNING).all()
 
 
 def test_photo_dependence_of_any_model_and_dataset():

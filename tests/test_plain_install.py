@@ -6,16 +6,59 @@ machine where they were never installed.
 """
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-# every package that only an extra (eval, demo, test) brings in
-EXTRAS_ONLY = ("pycocoevalcap", "scipy", "krippendorff", "gradio", "gradio_client", "playwright",
-               "hypothesis", "nbclient", "nbformat", "whisper", "tiktoken", "pytest")
+SETUP_CFG = Path(__file__).resolve().parents[1] / "setup.cfg"
+
+
+def _requirements(text: str) -> set[str]:
+    """Canonical distribution names of a setup.cfg requirement list."""
+    lines = (line.split("#")[0].strip() for line in text.splitlines())
+    return {canonicalize_name(Requirement(line).name) for line in lines if line}
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    """``names`` and everything they require (installed ones, extras of theirs left out)."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in map(Requirement, requires):
+            if spec.marker is None or spec.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(spec.name))
+    return seen
+
+
+def extras_only_modules() -> tuple[str, ...]:
+    """The importable top-level modules of every package that only an extra brings: each
+    extra's requirements in setup.cfg, minus the core requirements and all they pull in."""
+    cfg = configparser.ConfigParser()
+    cfg.read(SETUP_CFG)
+    core = _with_dependencies(_requirements(cfg["options"]["install_requires"]))
+    extras = set().union(*(_requirements(text) for text in cfg["options.extras_require"].values()))
+    only_extras = extras - core
+    return tuple(sorted(module for module, dists in metadata.packages_distributions().items()
+                        if module.isidentifier() and not module.startswith("__")
+                        and {canonicalize_name(d) for d in dists} & only_extras))
+
+
+EXTRAS_ONLY = extras_only_modules()
 BLOCK = f"import sys\nfor _m in {EXTRAS_ONLY!r}: sys.modules[_m] = None\n"
 pytestmark = pytest.mark.slow  # a fresh interpreter that trains twice
 
@@ -80,6 +123,14 @@ def without_extras(tmp_path_factory):
     out = run_plain(PLAIN_RUN, cwd=tmp_path_factory.mktemp("plain"))
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_optional_package_is_blocked():
+    """The block list comes from setup.cfg's extras; these are the ones the package asks for
+    by name (require(...)) or the tests and notebook need, so each must be on it."""
+    assert {"tensorboard", "wandb", "IPython", "ipykernel", "gradio", "gradio_client", "playwright",
+            "krippendorff", "scipy", "pycocoevalcap", "whisper", "tiktoken", "mkdocs", "pytest"} <= set(EXTRAS_ONLY)
+    assert not {"torch", "transformers", "open_clip", "pandas", "PIL", "matplotlib", "numpy"} & set(EXTRAS_ONLY)
 
 
 def test_import_pulls_in_no_extra(without_extras):

@@ -108,9 +108,10 @@ class _MeteorJar:
 
     def __init__(self):
         jar_dir = os.path.dirname(os.path.abspath(pycoco_meteor.__file__))
+        # text lines as UTF-8, as pycocoevalcap (str.encode()) and the vist_eval wrappers write them
         self.proc = subprocess.Popen(["java", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-",
                                       "-stdio", "-t", "hter"], cwd=jar_dir, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     encoding="utf-8", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def _ask(self, line: str, answers: int = 1) -> list[str]:
         self.proc.stdin.write(line + "\n")
@@ -162,6 +163,29 @@ CHALLENGE_PREDICTIONS = {
     "201_202_203_204_205": "the [location] was crowded . everyone had a great time .",
     "306_307_308_309_310": "  the kids played games in the yard and ate cake .",
     "501_502_503_504_505": "it was n't bad . we left at 10:30 .",
+}
+
+
+# VIST text is not all ASCII (café, piñata, names of places): stories and predictions that are
+UNICODE_SENTENCES = [
+    "we ate crème brûlée at the café in zürich .",
+    "the piñata broke and señor [male] laughed .",
+    "my grandmother 's jalapeño soup was très bon !",
+    "we said `` tschüss '' to the façade of the old hôtel .",
+    "the kids wrote 你好 and こんにちは on the board .",
+    "[female] took a photo of the fjord at ålesund .",
+    "it was a naïve plan , but the smörgåsbord was great .",
+    "at the end of the day we drove back to são paulo .",
+]
+UNICODE_STORIES = [
+    [{"album_id": "u1", "photo_flickr_id": str(p), "text": UNICODE_SENTENCES[(p + shift) % 8]}
+     for p in range(701 + first, 706 + first)]
+    for first, shift in ((0, 0), (0, 3), (5, 1), (10, 5))
+]
+UNICODE_STORIES[3] = [dict(s, album_id="u2") for s in UNICODE_STORIES[3]]
+UNICODE_PREDICTIONS = {
+    "u1": "  we ate crème brûlée at the café . señor [male] laughed at the piñata .",
+    "u2": "[female] took a photo at ålesund . the smörgåsbord was très bon !",
 }
 
 
@@ -257,6 +281,42 @@ def test_prediction_files_of_the_published_formats(tmp_path):
         read_predictions(path)
 
 
+@pytest.fixture(scope="module")
+def unicode_set(tmp_path_factory, make_vist):
+    return make_vist(tmp_path_factory.mktemp("vist-unicode"), UNICODE_STORIES, shuffle=False)
+
+
+def test_arel_on_non_ascii_stories_equals_a_direct_computation(unicode_set):
+    """AREL's evaluator reads the SIS file with json.load and scores the strings as they are:
+    the references keep every non-ASCII character, and the n-gram metrics equal pycocoevalcap's
+    scorers on the raw strings."""
+    sis, images = unicode_set
+    stories = load_vist(sis, images, seq_len=5, progress=False)
+    refs = protocol_references(stories, "arel", annotations=sis)
+    assert refs == _arel_references(sis, images) and len(refs["u1"]) == 3
+    assert "we ate crème brûlée at the café in zürich ." in refs["u1"][0]
+    ours = evaluate(UNICODE_PREDICTIONS, refs, metrics=("BLEU", "ROUGE-L", "CIDEr"), protocol="arel")
+    direct = _arel_scores(refs, UNICODE_PREDICTIONS)
+    assert direct["BLEU-4"] > 0 and max(_relative_differences(ours, direct).values()) < 1e-6
+    # the accents count: the same stories with them stripped score differently
+    ascii_only = {k: v.encode("ascii", "ignore").decode() for k, v in UNICODE_PREDICTIONS.items()}
+    assert evaluate(ascii_only, refs, metrics=("BLEU",), protocol="arel")["BLEU-4"] != pytest.approx(ours["BLEU-4"])
+
+
+def test_window_normalisation_of_non_ascii_text_tokenises_as_ptb(java):
+    """The window protocol tidies free text into VIST's Penn Treebank form; on accented and
+    non-Latin text its tokens are pycocoevalcap's PTBTokenizer's (which also drops punctuation)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
+    from visiontales.data.text import normalize_text
+    texts = ["The Café's crème brûlée was great!", "We visited Zürich, then Málaga.",
+             "Señor Müller didn't come to the fiesta in São Paulo.", "我们 去了 公园。",
+             'Straße "naïve" façade -- über cool.',
+             *(t for t in UNICODE_SENTENCES if "[" not in t)]  # PTB writes [male] as -lsb- male -rsb-
+    ptb = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+    ours = [" ".join(w for w in normalize_text(t).split() if w not in PUNCTUATIONS) for t in texts]
+    assert ours == [ptb[i][0] for i in range(len(texts))]
+
+
 # --- slow: METEOR and the command line, against the jar run by hand -----------------------
 
 @pytest.fixture(scope="module")
@@ -285,6 +345,35 @@ def test_arel_protocol_on_the_command_line_equals_arels_evaluator(vist_set, jar,
     print("arel: max relative difference per metric", differences)
     assert max(differences.values()) < 1e-6 and ours["n"] == 4
     assert 0 < direct["METEOR"] < 1
+
+
+@pytest.mark.slow
+def test_published_protocols_on_non_ascii_stories_equal_their_scorers(unicode_set, jar, cli, tmp_path):
+    """METEOR on non-ASCII stories: the command line's arel and vist-challenge scores equal the
+    jar spoken to as the published wrappers do (each line written as UTF-8)."""
+    sis, images = unicode_set
+    predictions = tmp_path / "prediction_test.json"
+    predictions.write_text(json.dumps({k: [v] for k, v in UNICODE_PREDICTIONS.items()}, ensure_ascii=False),
+                           encoding="utf-8")
+    out = cli("evaluate", "--references", str(sis), "--images", str(images), "--predictions",
+              f"arel={predictions}", "--protocol", "arel", "--out", str(tmp_path / "arel"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    ours = json.loads((tmp_path / "arel.json").read_text())["systems"]["arel"]
+    direct = _arel_scores(_arel_references(sis, images), UNICODE_PREDICTIONS, jar)
+    assert max(_relative_differences(ours, direct).values()) < 1e-6 and 0 < direct["METEOR"] < 1
+
+    refs = _challenge_references(sis, images)
+    stories = {key: UNICODE_PREDICTIONS["u2" if key.startswith("711") else "u1"].strip() for key in refs}
+    submission = tmp_path / "submission.json"
+    submission.write_text(json.dumps({"output_stories": [
+        {"album_id": "x", "photo_sequence": key.split("_"), "story_text_normalized": story}
+        for key, story in stories.items()]}, ensure_ascii=False), encoding="utf-8")
+    out = cli("evaluate", "--references", str(sis), "--images", str(images), "--predictions",
+              f"ours={submission}", "--protocol", "vist-challenge", "--out", str(tmp_path / "challenge"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    ours = json.loads((tmp_path / "challenge.json").read_text())["systems"]["ours"]
+    direct = _challenge_score(refs, stories, jar)
+    assert abs(ours["METEOR"] / 100 - direct) / direct < 1e-6
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Kill training with SIGKILL mid-epoch, resume from the latest checkpoint: the final
-weights are bit-identical to an uninterrupted run with the same seed (CPU)."""
+"""Kill training with SIGKILL mid-epoch, resume from the latest checkpoint: the resumed run
+starts at that checkpoint's step (a run that started over would end with the same weights),
+and the final weights are bit-identical to an uninterrupted run with the same seed (CPU)."""
 import json
 import os
 import signal
@@ -14,14 +15,27 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow  # three training processes, one killed
 
 SCRIPT = """
-import sys
+import json, sys
 import visiontales as vt
 out, resume = sys.argv[1], sys.argv[2] == "resume"
 data = vt.sample_dataset("train").select(range(24))
 model = vt.StoryModel.tiny(vocab_from=data)
 config = vt.TrainingConfig(lr=2e-3, batch_size=4, epochs=8, seed=3, save_steps=2, log_every=3,
                            save_every=0, progress=False, num_samples=0, output_dir=out)
-vt.Trainer(model, data, config=config).train(resume_from="latest" if resume else None)
+
+
+class Steps(vt.TrainerCallback):  # prints where training began and its first step: JSON, one line each
+    def on_train_begin(self, trainer, state):
+        print(json.dumps({"began_at": state.step, "epoch": state.epoch, "batch": state.batch}), flush=True)
+        self.first = True
+
+    def on_step_end(self, trainer, state):
+        if self.first:
+            print(json.dumps({"first_step": state.step}), flush=True)
+            self.first = False
+
+
+vt.Trainer(model, data, config=config, callbacks=[Steps()]).train(resume_from="latest" if resume else None)
 """
 
 
@@ -53,8 +67,12 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "killed" / "final").exists()
+    latest = int(json.loads(pointer.read_text())["checkpoint"].split("step")[1])  # the last one written
     resumed = _start(script, tmp_path / "killed", "resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    began, first = [json.loads(line) for line in resumed.stdout.read().splitlines() if line.startswith("{")][:2]
+    assert 10 <= latest < 48 and began["began_at"] == latest and first["first_step"] == latest + 1
+    assert began["epoch"] * 6 + began["batch"] == latest                     # 6 steps per epoch
     assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     assert a.keys() == b.keys()

@@ -112,18 +112,38 @@ def test_eval_metrics_each_epoch_and_the_best_checkpoint(small, tmp_path):
         vt.TrainingConfig(best_metric="CIDEr")            # not among eval_metrics
 
 
+def _matmul_output_dtypes(model) -> set:
+    """Records the output dtype of every matmul layer of the mapper and the LM in a training
+    forward: bf16 under autocast, float32 without it."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's attention and MLP layers
+    seen = set()
+
+    def record(module, inputs, output):
+        if module.training:
+            seen.add(output.dtype)
+    for module in [*model.mapper.modules(), *model.lm.modules()]:
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            module.register_forward_hook(record)
+    return seen
+
+
 @pytest.mark.slow
 def test_bf16_loss_curve_follows_fp32(small, tmp_path):
-    curves = {}
+    curves, dtypes = {}, {}
     for precision in ("fp32", "bf16"):
         model = vt.StoryModel.tiny(vocab_from=small)
+        dtypes[precision] = _matmul_output_dtypes(model)
         history = vt.Trainer(model, small, config=_config(tmp_path / precision, epochs=8,
                                                           precision=precision)).train()
         curves[precision] = history["loss"].to_numpy()
+        # the weights AdamW updates stay float32: autocast computes in bf16, it does not cast them
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}  # the forward really ran in bf16
     fp32, bf16 = curves["fp32"], curves["bf16"]
     assert bf16[-1] < 0.5 * bf16[0]                                  # it learns
     assert abs(bf16 - fp32).max() < 0.05 * fp32.max()                # and tracks fp32 closely
     assert abs(bf16[-1] - fp32[-1]) < 0.1 * fp32[-1]
+    assert not (bf16 == fp32).all()                                  # and is not fp32 under another name
 
 
 def test_length_grouped_batches_cover_everything_with_less_padding():

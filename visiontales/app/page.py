@@ -209,9 +209,22 @@ def photo_checks(model: "StoryModel") -> str:
                          **{k: v for k, v in photo_dependence(model, val).items() if k != "gap"})
 
 
+def photo_folders(sample: "StoryDataset | None" = None) -> list[str]:
+    """The folders of the sample picker's photos, for ``launch(allowed_paths=...)``: Gradio
+    serves only files under the working directory, the temp folder (uploads) and these, and
+    the shipped photos live inside the installed package.
+
+    >>> [Path(folder).name for folder in photo_folders()]
+    ['images']
+    """
+    frame = (sample if sample is not None else sample_dataset("val")).frame
+    return sorted({str(Path(path).resolve().parent) for paths in frame["image_paths"] for path in paths})
+
+
 def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
               first_sample: bool = False) -> "gradio.Blocks":
-    """The demo page as a ``gradio.Blocks`` (launch it with ``.launch()`` or :func:`serve`).
+    """The demo page as a ``gradio.Blocks``: :func:`serve` starts it, or
+    ``.launch(allowed_paths=photo_folders(sample))`` (the picker's photos are served from there).
 
     ``sample`` is the dataset the sample picker offers (default: the shipped val split);
     ``first_sample`` opens the page with its first sequence loaded. The story endpoint is
@@ -304,7 +317,8 @@ def build_app(model: "StoryModel", sample: "StoryDataset | None" = None,
                                              elem_id="add-photos", variant="secondary")
                     clear = gr.Button("Clear photos")
                 picker = gr.Dropdown(choices, value=None, label="…or pick a sample sequence",
-                                     info="held-out sequences of the shipped data, by their reference story")
+                                     info="held-out sequences of the shipped data, by their reference story",
+                                     elem_id="sample-picker")
                 gallery = gr.Gallery(first, label="Photos, in story order", columns=4, height=220,
                                      object_fit="contain", interactive=False, elem_id="photos")
                 with gr.Row():
@@ -381,6 +395,6 @@ def serve(model: "StoryModel | None" = None, model_dir: str | os.PathLike | None
     app = build_app(model, first_sample=sample)
     port = port or free_port(host)
     print(f"visiontales demo page: http://{host}:{port}  (Ctrl+C stops it)", flush=True)
-    app.launch(server_name=host, server_port=port, inbrowser=open_browser,
+    app.launch(server_name=host, server_port=port, inbrowser=open_browser, allowed_paths=photo_folders(),
                prevent_thread_lock=not block, quiet=True, show_error=False)
     return app
