@@ -127,6 +127,7 @@ def test_family_trains_generates_saves_and_reloads(family, family_dirs, data, tm
     assert stories(again, data) == before
     plain = AutoModelForCausalLM.from_pretrained(saved / "lm")  # no visiontales, no peft
     ids = torch.tensor([[3, 5, 7, 11]])
+    model.eval()  # as from_pretrained's: no dropout
     torch.testing.assert_close(plain(ids).logits, model.lm(ids).logits, rtol=0, atol=1e-6)
 
 

@@ -80,7 +80,11 @@ def set_lm_trainable(model, trainable: bool) -> None:
 def enable_gradient_checkpointing(model) -> None:
     """transformers' own switch: the LM's layers recompute activations in the backward pass."""
     # non-reentrant: works when the LM's inputs (the prefix) come from another module
-    model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model.lm, "activation_checkpointing_enable"):  # transformers 5's name for it
+        model.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def merged_lm(model) -> torch.nn.Module:

@@ -67,8 +67,9 @@ class StoryModel(nn.Module):
 
         ``clip`` is any open_clip name or ``local-dir:FOLDER``, ``clip_pretrained`` a tag or a
         local weights file; ``lm`` any ``AutoModelForCausalLM`` Hub id or local folder (GPT-2,
-        SmolLM2/Llama, Qwen2.5, Pythia, OPT). Raises :class:`~visiontales.model.backbones.WeightsUnavailableError`
-        with one sentence on what to do when weights cannot be had.
+        SmolLM2/Llama, Qwen2.5, Pythia, OPT). Raises
+        :class:`~visiontales.model.backbones.WeightsUnavailableError` with one sentence on what
+        to do when weights cannot be had.
         """
         config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
                                   prefix=prefix, prefix_length=prefix_length, prompt=prompt)
