@@ -1,4 +1,4 @@
-"""Build the two pretrained parts (open_clip CLIP, transformers GPT-2) and their tiny twins.
+"""Build the two pretrained parts (open_clip CLIP, a transformers causal LM) and their tiny twins.
 
 The real loaders are the default; when weights cannot be had, the user gets one sentence
 that says what to do instead of a download stack trace. Model sizes are data: the tiny
@@ -97,7 +97,12 @@ def clip_config(model: torch.nn.Module, name: str) -> dict:
 
 
 def load_lm(name_or_path: str):
-    """``(GPT-2 LM, tokenizer)`` from the Hub name or a local folder, with a clear error."""
+    """``(causal LM, tokenizer)`` from the Hub name or a local folder, with a clear error.
+
+    Any ``AutoModelForCausalLM`` (GPT-2, Llama/SmolLM2, Qwen2, GPT-NeoX/Pythia, OPT...); its
+    tokenizer is taken as it is (a BOS some add, no pad token), but it must name an EOS:
+    EOS ends every target and pads the batches.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -106,6 +111,9 @@ def load_lm(name_or_path: str):
         if Path(name_or_path).exists():
             raise
         raise _unavailable(f"language model {name_or_path!r}", err) from None
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{name_or_path}: the tokenizer has no EOS token, which ends every story "
+                         "and pads batches; set tokenizer.eos_token and save it with the model")
     return lm, tokenizer
 
 
@@ -121,3 +129,20 @@ def tiny_lm(texts: Iterable[str], seed: int = 0, **overrides):
                         eos_token_id=tokenizer.eos_token_id, **{**recipe["lm"], **overrides})
     with forked_rng(seed):  # the weights follow the seed; the caller's random stream does not move
         return GPT2LMHeadModel(config), tokenizer
+
+
+# rotary models report 32k-128k positions; a prefix, a prompt and a story never need that
+# many, and the number sizes warnings and budgets, so it is capped
+MAX_POSITIONS = 4096
+
+
+def lm_width(lm: torch.nn.Module) -> int:
+    """The language model's embedding width (GPT-2's ``n_embd``, everyone else's ``hidden_size``)."""
+    return int(lm.get_input_embeddings().embedding_dim)
+
+
+def lm_positions(lm: torch.nn.Module) -> int:
+    """Positions the language model takes: ``max_position_embeddings``, at most :data:`MAX_POSITIONS`."""
+    config = lm.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(int(positions), MAX_POSITIONS) if positions else MAX_POSITIONS

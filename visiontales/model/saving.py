@@ -1,10 +1,12 @@
-"""The saved-model folder: JSON config, safetensors weights, a plain GPT-2 folder.
+"""The saved-model folder: JSON config, safetensors weights, a plain transformers LM folder.
 
 ::
 
     visiontales_config.json   {"visiontales": StoryModelConfig as JSON}
     mapper.safetensors        prefix mapper + the training-set feature statistics
-    lm/                       GPT-2 and its tokenizer (AutoModelForCausalLM loads it as is)
+    lm/                       the language model and its tokenizer (AutoModelForCausalLM loads it
+                              as is; a LoRA adapter merged in)
+    lm_adapter/               only under LoRA: the adapter itself (peft's format), for resuming
     clip/                     open_clip config + weights, unless a pretrained tag says which
 
 :class:`~visiontales.model.story_model.StoryModel`'s ``save_pretrained``, ``from_pretrained`` and
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from visiontales.model import backbones
+from visiontales.model import backbones, lora
 from visiontales.model.config import CONFIG_NAME, StoryModelConfig, read_config
 from visiontales.model.hub import resolve_model
 from visiontales.utils import quiet_transformers, write_json
@@ -43,8 +45,10 @@ def save_pretrained(model, directory: str | os.PathLike) -> Path:
         save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()},
                   str(tmp / WEIGHTS_NAME))
         with quiet_transformers():
-            model.lm.save_pretrained(tmp / "lm")
+            lora.merged_lm(model).save_pretrained(tmp / "lm")
             model.tokenizer.save_pretrained(tmp / "lm")
+        if lora.has_lora(model):
+            lora.save_adapter(model, tmp / lora.ADAPTER_DIR)
         pretrained = model.config.clip_pretrained
         if not pretrained or os.path.isfile(pretrained):
             (tmp / "clip").mkdir()
@@ -86,16 +90,23 @@ def load_mapper(model, directory: Path) -> None:
 def load_weights(model, directory: Path) -> None:
     """Every trained weight of a saved folder into ``model`` in place (a checkpoint resume)."""
     load_mapper(model, directory)
+    if lora.has_lora(model) and (directory / lora.ADAPTER_DIR).is_dir():  # the frozen base stays
+        lora.load_adapter(model, directory / lora.ADAPTER_DIR)
+    else:
+        _load_lm_weights(model, directory)
+    clip_weights = directory / "clip" / "open_clip_model.safetensors"
+    if clip_weights.is_file():
+        model.clip.load_state_dict(load_file(str(clip_weights)))
+    model.forget_clip_identity()
+
+
+def _load_lm_weights(model, directory: Path) -> None:
     lm_state = load_file(str(directory / "lm" / "model.safetensors"))
     missing, unexpected = model.lm.load_state_dict(lm_state, strict=False)
     tied = set(getattr(model.lm, "_tied_weights_keys", None) or ["lm_head.weight"])
     if unexpected or set(missing) - tied:
         raise ValueError(f"{directory / 'lm'}: weights do not fit this model "
                          f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    clip_weights = directory / "clip" / "open_clip_model.safetensors"
-    if clip_weights.is_file():
-        model.clip.load_state_dict(load_file(str(clip_weights)))
-    model.forget_clip_identity()
 
 
 def load_pretrained(model_class, name_or_path: str | os.PathLike, cache_dir: str | None = None,

@@ -47,7 +47,7 @@ class StoryModel(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         feature_dim = int(self.clip.visual.output_dim)
-        self.mapper = PrefixMapper(feature_dim, lm.config.n_embd, config.prefix_length,
+        self.mapper = PrefixMapper(feature_dim, backbones.lm_width(lm), config.prefix_length,
                                    config.prefix, config.max_images)
         # training-set statistics of the CLIP features; CLIP features of one dataset are
         # nearly parallel, and standardising them is what makes the images matter
@@ -63,11 +63,13 @@ class StoryModel(nn.Module):
     def from_components(cls, clip: str = "ViT-B-32", clip_pretrained: str | None = "openai",
                         lm: str = "gpt2", prefix: str = "mean", prefix_length: int = 10,
                         prompt: str = DEFAULT_PROMPT, cache_dir: str | None = None) -> "StoryModel":
-        """Real CLIP (open_clip) + GPT-2 (transformers); both download once, then load offline.
+        """Real CLIP (open_clip) + a causal LM (transformers); both download once, then load offline.
 
-        ``clip_pretrained`` may be a tag or a local weights file; ``lm`` a Hub name or a
-        local folder. Raises :class:`~visiontales.model.backbones.WeightsUnavailableError`
-        with one sentence on what to do when weights cannot be had.
+        ``clip`` is any open_clip name or ``local-dir:FOLDER``, ``clip_pretrained`` a tag or a
+        local weights file; ``lm`` any ``AutoModelForCausalLM`` Hub id or local folder (GPT-2,
+        SmolLM2/Llama, Qwen2.5, Pythia, OPT). Raises
+        :class:`~visiontales.model.backbones.WeightsUnavailableError` with one sentence on what
+        to do when weights cannot be had.
         """
         config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
                                   prefix=prefix, prefix_length=prefix_length, prompt=prompt)
@@ -168,8 +170,9 @@ class StoryModel(nn.Module):
 
     @property
     def max_positions(self) -> int:
-        """Positions the language model takes (1024 for GPT-2): prefix + prompt + text must fit."""
-        return int(self.lm.config.max_position_embeddings)
+        """Positions the language model takes (1024 for GPT-2; capped at
+        :data:`~visiontales.model.backbones.MAX_POSITIONS`): prefix + prompt + text must fit."""
+        return backbones.lm_positions(self.lm)
 
     def token_budget(self, num_images: int) -> int:
         """Tokens left for ``prompt + text + EOS`` after the prefix of ``num_images`` images.

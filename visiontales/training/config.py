@@ -53,6 +53,14 @@ class TrainingConfig:
     grad_accum_steps: int = knob(1, "micro-batches per optimiser step")
     max_grad_norm: float | None = knob(1.0, "gradient clipping by global norm; 0 or None turns it off")
     freeze_lm: bool = knob(False, "train only the prefix mapper (ClipCap's only_prefix)")
+    lora_r: int = knob(0, "LoRA rank on the language model (peft: pip install 'visiontales[lora]'); "
+                          "0: full fine-tuning (paper). The prefix mapper always trains")
+    lora_alpha: int = knob(16, "LoRA scale: the update is multiplied by lora_alpha / lora_r")
+    lora_dropout: float = knob(0.05, "dropout on the LoRA branch's input")
+    lora_target_modules: tuple | None = knob(None, "LM modules LoRA adapts, e.g. q_proj v_proj; "
+                                                   "none: peft's default for the architecture")
+    gradient_checkpointing: bool = knob(False, "recompute the LM's activations in the backward pass "
+                                               "(transformers' switch): less memory, slower steps")
     max_text_tokens: int = knob(128, "longer stories are truncated, with a warning")
     precision: str = knob("fp32", "'auto': bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)")
     group_by_length: bool = knob(False, "batch similar lengths together: less padding")
@@ -81,6 +89,13 @@ class TrainingConfig:
     def __post_init__(self):
         self.eval_metrics = tuple(self.eval_metrics)
         self.report_to = reporters(self.report_to)
+        if self.lora_target_modules is not None:
+            self.lora_target_modules = tuple(self.lora_target_modules) or None
+        if self.lora_r < 0:
+            raise ValueError(f"TrainingConfig.lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}")
+        if self.lora_r and self.freeze_lm:
+            raise ValueError("freeze_lm trains no LM weight and lora_r > 0 trains a LoRA adapter on it: "
+                             "choose one")
         if self.best_metric and self.best_metric != "eval_loss" and self.best_metric not in self.eval_metrics:
             raise ValueError(f"best_metric {self.best_metric!r} must be 'eval_loss' or one of eval_metrics")
         if self.scheduler not in ("constant", "linear"):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import pandas as pd
 import torch
 
+from visiontales.model import lora
 from visiontales.model.precision import autocast, resolve_precision
 from visiontales.model.tokens import IGNORE_INDEX, encode_targets
 from visiontales.training import distributed
@@ -142,11 +143,20 @@ class Trainer:
             batch["index"] = torch.tensor(idx if share else [-1])
             yield batch
 
+    def configure_lm(self) -> None:
+        """The config's LoRA adapter (``lora_r``), gradient checkpointing and ``freeze_lm``."""
+        cfg = self.config
+        if cfg.lora_r:
+            lora.add_lora(self.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+        if cfg.gradient_checkpointing:
+            lora.enable_gradient_checkpointing(self.model)
+        lora.set_lm_trainable(self.model, not cfg.freeze_lm)
+
     def create_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the parameters that train (no weight decay on biases and LayerNorms);
-        Hugging Face's name. With ``config.freeze_lm`` it freezes GPT-2 first."""
+        Hugging Face's name. :meth:`configure_lm` first (LoRA, ``freeze_lm``...)."""
         fused = {"fused": True} if self.device.type == "cuda" else {}
-        self.model.lm.requires_grad_(not self.config.freeze_lm)
+        self.configure_lm()
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
@@ -188,6 +198,7 @@ class Trainer:
         """
         cfg, state = self.config, self.state
         with forked_rng(cfg.seed, self.device), tf32_matmuls(self.device):
+            self.configure_lm()  # before DDP, which must see the adapter's parameters
             model = self.wrap_model()
             self.optimizer = self.create_optimizer()
             self.scheduler = self.create_scheduler(self.optimizer)

@@ -17,10 +17,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--tiny", action="store_true",
                    help="small randomly initialised CLIP + GPT-2 (offline; no downloads)")
-    g.add_argument("--clip", default="ViT-B-32", help="open_clip model name (default: ViT-B-32)")
-    g.add_argument("--clip-pretrained", default="openai",
-                   help="open_clip weights tag or local file (default: openai)")
-    g.add_argument("--lm", default="gpt2", help="GPT-2 name on the Hub or local folder (default: gpt2)")
+    g.add_argument("--clip", default="ViT-B-32",
+                   help="open_clip model name or local-dir:FOLDER (default: ViT-B-32)")
+    g.add_argument("--clip-pretrained", default="openai", type=_or_none(str),
+                   help="open_clip weights tag, local file, or none for random weights (default: openai)")
+    g.add_argument("--lm", default="gpt2",
+                   help="any causal LM on the Hub or in a local folder: gpt2, HuggingFaceTB/SmolLM2-135M, "
+                        "Qwen/Qwen2.5-0.5B, EleutherAI/pythia-160m... (default: gpt2)")
     g.add_argument("--prefix", choices=["mean", "sequence"], default="mean",
                    help="mean: average the images (paper); sequence: one prefix block per image")
     g.add_argument("--prefix-length", type=int, default=None,
