@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from visiontales.utils import require
+
 ADAPTER_DIR = "lm_adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's own file names
 ADAPTER_CONFIG = "adapter_config.json"
@@ -30,11 +32,8 @@ class _Adapter:
 
 
 def _peft():
-    try:
-        import peft
-    except ImportError:
-        raise ImportError("LoRA needs peft: pip install 'visiontales[lora]'") from None
-    return peft
+    """peft, or the library's one-line ``pip install "visiontales[lora]"`` error."""
+    return require("peft", "lora", "LoRA")
 
 
 def has_lora(model) -> bool:
