@@ -53,6 +53,9 @@ class TrainingConfig:
     grad_accum_steps: int = knob(1, "micro-batches per optimiser step")
     max_grad_norm: float | None = knob(1.0, "gradient clipping by global norm; 0 or None turns it off")
     freeze_lm: bool = knob(False, "train only the prefix mapper (ClipCap's only_prefix)")
+    train_clip_blocks: int = knob(0, "train the image tower's last k blocks too (0: frozen, the paper); "
+                                     "the cache then holds the frozen trunk's tokens")
+    clip_lr: float | None = knob(None, "AdamW learning rate of those blocks; None: lr / 10")
     max_text_tokens: int = knob(128, "longer stories are truncated, with a warning")
     precision: str = knob("fp32", "'auto': bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)")
     group_by_length: bool = knob(False, "batch similar lengths together: less padding")
@@ -87,6 +90,9 @@ class TrainingConfig:
             raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.train_clip_blocks < 0 or (self.clip_lr is not None and self.clip_lr <= 0):
+            raise ValueError(f"train_clip_blocks must be >= 0 and clip_lr > 0, got {self.train_clip_blocks} "
+                             f"and {self.clip_lr}")
         for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")

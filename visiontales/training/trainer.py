@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from visiontales.model.precision import autocast, resolve_precision
+from visiontales.model.tower import tune_clip_blocks
 from visiontales.model.tokens import IGNORE_INDEX, encode_targets
 from visiontales.training import distributed
 from visiontales.training.batching import PreparedData, collate_batch
@@ -68,6 +69,8 @@ class Trainer:
             from visiontales.training.loggers import check_available
             check_available(cfg.report_to)
         self.callbacks = [cls() for cls in DEFAULT_CALLBACKS] + list(callbacks)
+        # before anything is cached: with tuned blocks the cache holds the trunk's tokens
+        tune_clip_blocks(model, cfg.train_clip_blocks)
         self.device = distributed.init(cfg.device) or resolve_device(cfg.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.autocast_dtype = resolve_precision(cfg.precision, self.device)
@@ -144,17 +147,20 @@ class Trainer:
 
     def create_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the parameters that train (no weight decay on biases and LayerNorms);
-        Hugging Face's name. With ``config.freeze_lm`` it freezes GPT-2 first."""
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        self.model.lm.requires_grad_(not self.config.freeze_lm)
-        decay, no_decay = [], []
+        Hugging Face's name. With ``config.freeze_lm`` it freezes GPT-2 first; the image
+        tower's ``train_clip_blocks`` train in groups of their own, at ``clip_lr``."""
+        cfg, fused = self.config, {"fused": True} if self.device.type == "cuda" else {}
+        self.model.lm.requires_grad_(not cfg.freeze_lm)
+        self.model.tower.tuned(self.model.clip.visual).requires_grad_(cfg.train_clip_blocks > 0)
+        groups: dict[tuple[bool, bool], list] = {(c, d): [] for c in (False, True) for d in (True, False)}
         for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or "ln" in name or "norm" in name else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr, **fused)
+            if param.requires_grad:
+                no_decay = param.ndim < 2 or "ln" in name or "norm" in name
+                groups[name.startswith("clip."), not no_decay].append(param)
+        clip_lr = cfg.clip_lr or cfg.lr / 10
+        return torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+                                   "lr": clip_lr if clip else cfg.lr}
+                                  for (clip, decay), params in groups.items() if params or not clip], **fused)
 
     def create_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         """Linear warm-up over ``warmup_steps``, then constant (the paper) or linear decay to 0."""
