@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,6 +48,17 @@ def module_digest(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def describe_size(row: torch.Tensor) -> str:
+    """What one cached image takes (float16), and what 210k images (VIST's) would.
+
+    >>> describe_size(torch.zeros(16, 768))
+    '24.0 KiB per image (16 x 768 float16); 210k images (VIST): 5.2 GB'
+    """
+    size = row.numel() * 2
+    return (f"{size / 1024:.1f} KiB per image ({' x '.join(map(str, row.shape))} float16); "
+            f"210k images (VIST): {size * 210_000 / 1e9:.1f} GB")
 
 
 class FeatureCache:
@@ -286,6 +298,9 @@ class ImageEncoder:
         todo = [k for k in mine if k not in self.cache]  # (another rank may have written already)
         fresh = self._encode_files([keys[k] for k in todo])
         self.cache.put({k: fresh[keys[k]] for k in todo})
+        if todo and self.progress:  # what one image costs on disk, to size a large dataset's cache
+            print(f"feature cache: {describe_size(next(iter(fresh.values())))}, "
+                  f"{len(todo)} images added to {self.cache.dir}", file=sys.stderr)
         return len(todo)
 
     def encode(self, images: Sequence[ImageLike]) -> torch.Tensor:
