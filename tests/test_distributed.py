@@ -15,12 +15,13 @@ SCRIPT = """
 import sys
 import visiontales as vt
 from visiontales.training import distributed
-out, batch_size = sys.argv[1], int(sys.argv[2])
+out, batch_size, prefix, clip_blocks = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 data = vt.sample_dataset("train").select(range(32))
 # no dropout: its masks depend on how the batch is split, the rest must not
-model = vt.StoryModel.tiny(vocab_from=data, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+model = vt.StoryModel.tiny(vocab_from=data, prefix=prefix, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 config = vt.TrainingConfig(lr=2e-3, batch_size=batch_size, epochs=3, seed=5, log_every=1,
-                           save_every=0, progress=False, num_samples=0, output_dir=out)
+                           save_every=0, progress=False, num_samples=0, output_dir=out,
+                           train_clip_blocks=clip_blocks)
 history = vt.Trainer(model, data, config=config).train()
 if distributed.is_main():
     history.to_csv(out + "/history.csv", index=False)
@@ -35,14 +36,17 @@ def _run(args, tmp_path, cache):
     return out.stdout
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+# the paper's frozen tower, and the patches prefix with the tower's last block training
+# (its weights are in mapper.safetensors, so they are compared too)
+@pytest.mark.parametrize("prefix, clip_blocks", [("mean", "0"), ("patches", "1")])
+def test_two_gloo_processes_match_one_process(tmp_path, prefix, clip_blocks):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     single = tmp_path / "single"
     double = tmp_path / "ddp"
-    assert "world 1" in _run([str(script), str(single), "8"], tmp_path, tmp_path / "cache1")
+    assert "world 1" in _run([str(script), str(single), "8", prefix, clip_blocks], tmp_path, tmp_path / "cache1")
     printed = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(script), str(double), "4"], tmp_path, tmp_path / "cache2")
+                    str(script), str(double), "4", prefix, clip_blocks], tmp_path, tmp_path / "cache2")
     assert "world 2" in printed
     one = pd.read_csv(single / "history.csv")
     two = pd.read_csv(double / "history.csv")
@@ -51,6 +55,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
                           rtol=1e-4, atol=1e-5)
     w1 = load_file(str(single / "final" / "mapper.safetensors"))
     w2 = load_file(str(double / "final" / "mapper.safetensors"))
+    assert any(key.startswith("clip.") for key in w1) == (clip_blocks == "1")
     for key in w1:
         assert torch.allclose(w1[key], w2[key], atol=1e-4), key
     # the sharded extraction left one cache both ranks filled

@@ -45,6 +45,18 @@ def test_sequence_prefix_names_the_right_objects_in_order(held_out, tmp_path):
 
 
 @pytest.mark.slow
+def test_patches_prefix_names_the_right_objects_in_order(held_out, tmp_path):
+    sequences, truths, albums = held_out
+    stories = _train("patches", tmp_path).generate(sequences)
+    accuracy, base = in_order(stories, truths), chance(in_order, stories, truths, albums)
+    reversed_order = in_order(stories, [t[::-1] for t in truths])
+    print(f"patches prefix: in-order accuracy {accuracy:.2f}, chance {base:.2f}, "
+          f"against reversed order {reversed_order:.2f}")
+    # learned queries reading 4 x 4 patch tokens per photo: as the sequence prefix does
+    assert accuracy >= 0.8 and accuracy >= 3 * base and accuracy >= 2 * reversed_order
+
+
+@pytest.mark.slow
 def test_mean_prefix_names_the_right_objects(held_out, tmp_path):
     sequences, truths, albums = held_out
     stories = _train("mean", tmp_path).generate(sequences)
