@@ -101,9 +101,11 @@ class TowerOutput:
 
     @property
     def cache_suffix(self) -> str:
-        """What the cache key adds to the encoder's identity ("" for the paper's features)."""
-        grid = f"-patches{self.patch_grid}" if self.patch_grid is not None else ""
-        return f"{grid}-trunk-minus{self.tuned_blocks}" if self.tuned_blocks else grid
+        """What the cache key adds to the encoder's identity ("" for the paper's features); the
+        trunk's tokens are the same whichever output the tuned blocks lead to."""
+        if self.tuned_blocks:
+            return f"-trunk-minus{self.tuned_blocks}"
+        return f"-patches{self.patch_grid}" if self.patch_grid is not None else ""
 
     def tuned(self, visual: nn.Module) -> nn.ModuleList:
         """The blocks that train (empty when none do)."""
