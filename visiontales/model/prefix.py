@@ -67,6 +67,6 @@ def build_mapper(config, feature_dim: int, embed_dim: int) -> nn.Module:
     if config.prefix not in PREFIX_MODES:
         raise ValueError(f"prefix mode must be one of {PREFIX_MODES}, got {config.prefix!r}")
     if config.prefix == "patches":
-        return PatchResampler(feature_dim, embed_dim, config.prefix_length, config.patch_grid ** 2,
+        return PatchResampler(feature_dim, embed_dim, config.prefix_length, 1 + config.patch_grid ** 2,
                               config.max_images)
     return PrefixMapper(feature_dim, embed_dim, config.prefix_length, config.prefix, config.max_images)

@@ -48,12 +48,12 @@ class StoryModel(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.tower = TowerOutput.of(config).check(self.clip.visual)  # pooled or patches; tuned blocks
-        feature_dim = self.tower.feature_dim(self.clip.visual)
-        self.mapper = build_mapper(config, feature_dim, lm.config.n_embd)
+        shape = self.tower.feature_shape(self.clip.visual)  # (D,), or (g*g, W) for patches
+        self.mapper = build_mapper(config, shape[-1], lm.config.n_embd)
         # training-set statistics of the CLIP features; CLIP features of one dataset are
         # nearly parallel, and standardising them is what makes the images matter
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.register_buffer("feature_mean", torch.zeros(shape))
+        self.register_buffer("feature_std", torch.ones(shape))
         self.register_buffer("feature_stats_fitted", torch.tensor(False))
         # this model's image encoders behind the feature cache, kept between calls
         self.encoders = ImageEncoders(self.clip, preprocess, config.clip, config.clip_pretrained, self.tower)
@@ -168,7 +168,7 @@ class StoryModel(nn.Module):
     def fit_feature_stats(self, features: torch.Tensor) -> None:
         """Store the mean and std of training features ``(N, ..., D)`` (as cached) for standardisation."""
         features = torch.cat([self.tower.finish(self.clip.visual, f) for f in features.split(256)])
-        features = features.reshape(-1, features.shape[-1]).float()  # patches: every token a row
+        features = features.reshape(-1, *self.feature_mean.shape).float()  # patches: per grid cell
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(features.std(0).clamp_min(1e-6) if len(features) > 1
                                else torch.ones_like(self.feature_std))

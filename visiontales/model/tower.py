@@ -1,8 +1,9 @@
 """What the image tower hands the prefix, and where it is cut to train its top blocks.
 
 Two outputs: CLIP's pooled embedding ``(D,)`` per photo (the ``mean`` and ``sequence``
-prefixes), or its patch tokens average-pooled to a ``g x g`` grid, ``(g*g, W)`` per photo
-(``patches``; open_clip returns them with ``output_tokens``). Both are L2-normalised.
+prefixes), or the tower's class token and its patch tokens average-pooled to a ``g x g``
+grid, ``(1 + g*g, W)`` per photo (``patches``; the tower's last tokens after its final norm,
+from open_clip's ``forward_intermediates``). Every vector is L2-normalised.
 
 With ``tuned_blocks = k`` the tower is cut before its last k blocks: the feature cache holds
 the frozen trunk's tokens ``(1 + H*W, W)`` per photo, which no training step can make stale,
@@ -14,9 +15,7 @@ patch tokens to give; other towers get a clear error.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -29,16 +28,6 @@ def vit_blocks(visual: nn.Module, why: str) -> nn.ModuleList:
         raise ValueError(f"{why} needs an open_clip VisionTransformer image tower (with patch tokens "
                          f"and transformer blocks); this model's is a {type(visual).__name__}")
     return blocks
-
-
-@contextmanager
-def output_tokens(visual: nn.Module) -> Iterator[None]:
-    """open_clip's own switch: the tower returns ``(pooled, patch tokens)`` while it is on."""
-    before, visual.output_tokens = visual.output_tokens, True
-    try:
-        yield
-    finally:
-        visual.output_tokens = before
 
 
 def pool_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
@@ -70,7 +59,7 @@ class TowerOutput:
     >>> pixels = torch.randn(3, 3, 64, 64)
     >>> cached = out.cached(visual, pixels)          # the frozen trunk's tokens
     >>> tuple(cached.shape), tuple(out.finish(visual, cached).shape)
-    ((3, 17, 64), (3, 4, 64))
+    ((3, 17, 64), (3, 5, 64))
     """
     patch_grid: int | None = None
     tuned_blocks: int = 0
@@ -93,11 +82,13 @@ class TowerOutput:
                                  f"tower has {len(blocks)} blocks), got {self.tuned_blocks}")
         return self
 
-    def feature_dim(self, visual: nn.Module) -> int:
-        """Channels of one feature: CLIP's embedding size, or the tower's width for patches."""
+    def feature_shape(self, visual: nn.Module) -> tuple[int, ...]:
+        """One photo's features: ``(D,)`` CLIP's embedding, or ``(1 + g*g, W)`` for patches (the
+        class token and the grid's patch tokens, of the tower's width). The training-set
+        statistics have this shape: each token is standardised on its own."""
         if self.patch_grid is None:
-            return int(visual.output_dim)
-        return int(visual.transformer.width)
+            return (int(visual.output_dim),)
+        return (1 + self.patch_grid ** 2, int(visual.transformer.width))
 
     @property
     def cache_suffix(self) -> str:
@@ -128,9 +119,13 @@ class TowerOutput:
             return torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
         if self.patch_grid is None:
             return nn.functional.normalize(visual(pixels), dim=-1)
-        with output_tokens(visual):
-            _, tokens = visual(pixels)
-        return nn.functional.normalize(pool_grid(tokens, self.patch_grid), dim=-1)
+        out = visual.forward_intermediates(pixels, indices=1, normalize_intermediates=True,  # + final norm
+                                           intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
+        return self._class_and_grid(out["image_intermediates_prefix"][0], out["image_intermediates"][0])
+
+    def _class_and_grid(self, class_token: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + g*g, W)``: the class token, then the patch tokens pooled to the grid."""
+        return nn.functional.normalize(torch.cat([class_token, pool_grid(patches, self.patch_grid)], dim=1), dim=-1)
 
     def finish(self, visual: nn.Module, cached: torch.Tensor) -> torch.Tensor:
         """Cached rows ``(..., T, W)`` -> features, through the tuned blocks and the tower's
@@ -144,12 +139,12 @@ class TowerOutput:
         for block in self.tuned(visual):
             x = block(x)
         x = x if batch_first else x.transpose(0, 1)
-        pooled, tokens = visual._pool(x)  # open_clip's tail: final norm and pooling, as forward()
         if self.patch_grid is not None:
-            out = pool_grid(tokens, self.patch_grid)
+            x = visual.ln_post(x)  # the final norm, as forward_intermediates(normalize_intermediates=True)
+            out = self._class_and_grid(x[:, :1], x[:, 1:])
         else:
-            out = pooled @ visual.proj if visual.proj is not None else pooled
-        out = nn.functional.normalize(out, dim=-1)
+            pooled, _ = visual._pool(x)  # open_clip's tail: final norm and pooling, as forward()
+            out = nn.functional.normalize(pooled @ visual.proj if visual.proj is not None else pooled, dim=-1)
         return out.reshape(*lead, *out.shape[1:])
 
 

@@ -55,7 +55,7 @@ class TrainingConfig:
     freeze_lm: bool = knob(False, "train only the prefix mapper (ClipCap's only_prefix)")
     train_clip_blocks: int = knob(0, "train the image tower's last k blocks too (0: frozen, the paper); "
                                      "the cache then holds the frozen trunk's tokens")
-    clip_lr: float | None = knob(None, "AdamW learning rate of those blocks; None: lr / 10")
+    clip_lr: float | None = knob(None, "AdamW learning rate of those blocks; None: lr / 100")
     max_text_tokens: int = knob(128, "longer stories are truncated, with a warning")
     precision: str = knob("fp32", "'auto': bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)")
     group_by_length: bool = knob(False, "batch similar lengths together: less padding")

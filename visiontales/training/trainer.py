@@ -157,7 +157,7 @@ class Trainer:
             if param.requires_grad:
                 no_decay = param.ndim < 2 or "ln" in name or "norm" in name
                 groups[name.startswith("clip."), not no_decay].append(param)
-        clip_lr = cfg.clip_lr or cfg.lr / 10
+        clip_lr = cfg.clip_lr or cfg.lr / 100
         return torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
                                    "lr": clip_lr if clip else cfg.lr}
                                   for (clip, decay), params in groups.items() if params or not clip], **fused)
