@@ -1,11 +1,15 @@
 """The ``patches`` prefix: learned queries read each photo's patch tokens (a small resampler).
 
 Perceiver / Q-Former style: ``prefix_length`` learned query vectors per photo attend to that
-photo's ``g x g`` patch tokens (projected to the language model's width, with a learned
-patch position) through a few ``nn.TransformerDecoderLayer`` s (self-attention among the
-queries, cross-attention to the patches), and a learned photo position is added to each
-photo's block, as the ``sequence`` prefix does. The prefix sees where in a photo something
-is, not only CLIP's one pooled vector of it.
+photo's tokens (its class token and ``g x g`` patch tokens, projected to the language
+model's width, with a learned token position) through a few ``nn.TransformerDecoderLayer``
+s (self-attention among the queries, cross-attention to the tokens), and a learned photo
+position is added to each photo's block, as the ``sequence`` prefix does. Each photo's
+queries start from its class token (a linear map, as the ``sequence`` prefix maps its pooled
+vector): with queries alike for every photo, the tiny recipe learnt which photo was which
+far more slowly (object accuracy 0.43 against 0.89 at seed 0), so the attention refines a
+start that already tells the photos apart. The prefix sees where in a photo something is,
+not only one pooled vector of it.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from torch import nn
 
 
 class PatchResampler(nn.Module):
-    """``(B, N, T, D)`` standardised patch tokens -> ``(B, N * prefix_length, E)`` embeddings.
+    """``(B, N, T, D)`` standardised tokens (class token first) -> ``(B, N * prefix_length, E)``.
 
     >>> resampler = PatchResampler(feature_dim=8, embed_dim=16, prefix_length=2, num_patches=4)
     >>> resampler(torch.randn(5, 3, 4, 8)).shape   # (B, N * P, E)
@@ -33,6 +37,7 @@ class PatchResampler(nn.Module):
         self.project = nn.Linear(feature_dim, embed_dim)
         self.patch_position = nn.Parameter(torch.randn(num_patches, embed_dim) * 0.02)
         self.queries = nn.Parameter(torch.randn(prefix_length, embed_dim) * 0.02)
+        self.from_class = nn.Linear(feature_dim, prefix_length * embed_dim)  # the photo's own start
         self.image_position = nn.Parameter(torch.randn(max_images, 1, embed_dim) * 0.02)
         layer = nn.TransformerDecoderLayer(embed_dim, nhead=max(1, embed_dim // 64), dim_feedforward=4 * embed_dim,
                                            dropout=0.0, batch_first=True, norm_first=True)
@@ -49,8 +54,9 @@ class PatchResampler(nn.Module):
             raise ValueError(f"this model takes at most {self.max_images} images, got {num_images}")
         if patches != self.num_patches:
             raise ValueError(f"{patches} patch tokens per photo, this prefix was built for {self.num_patches}")
-        memory = self.project(features.flatten(0, 1)) + self.patch_position  # (B*N, T, E)
-        queries = self.queries.expand(len(memory), -1, -1)                   # (B*N, P, E)
+        tokens = features.flatten(0, 1)                                       # (B*N, T, D)
+        memory = self.project(tokens) + self.patch_position                   # (B*N, T, E)
+        queries = self.queries + self.from_class(tokens[:, 0]).view(len(tokens), self.prefix_length, -1)
         blocks = self.out(self.layers(queries, memory)).view(batch, num_images, self.prefix_length, -1)
         blocks = blocks + self.image_position[:num_images]  # (N, 1, E) broadcasts over P
         return blocks.reshape(batch, num_images * self.prefix_length, self.embed_dim)
