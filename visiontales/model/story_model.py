@@ -48,7 +48,7 @@ class StoryModel(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.tower = TowerOutput.of(config).check(self.clip.visual)  # pooled or patches; tuned blocks
-        shape = self.tower.feature_shape(self.clip.visual)  # (D,), or (g*g, W) for patches
+        shape = self.tower.feature_shape(self.clip.visual)  # (D,), or (1 + g*g, W) for patches
         self.mapper = build_mapper(config, shape[-1], lm.config.n_embd)
         # training-set statistics of the CLIP features; CLIP features of one dataset are
         # nearly parallel, and standardising them is what makes the images matter
@@ -68,8 +68,9 @@ class StoryModel(nn.Module):
         """Real CLIP (open_clip) + GPT-2 (transformers); both download once, then load offline.
 
         ``clip_pretrained`` may be a tag or a local weights file; ``lm`` a Hub name or a
-        local folder; ``patch_grid`` the ``g x g`` patch tokens per photo of ``prefix="patches"``. Raises :class:`~visiontales.model.backbones.WeightsUnavailableError`
-        with one sentence on what to do when weights cannot be had.
+        local folder; ``patch_grid`` the ``g x g`` patch tokens per photo of ``prefix="patches"``.
+        Raises :class:`~visiontales.model.backbones.WeightsUnavailableError` with one sentence
+        on what to do when weights cannot be had.
         """
         config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
                                   prefix=prefix, prefix_length=prefix_length, prompt=prompt, patch_grid=patch_grid)
@@ -168,7 +169,7 @@ class StoryModel(nn.Module):
     def fit_feature_stats(self, features: torch.Tensor) -> None:
         """Store the mean and std of training features ``(N, ..., D)`` (as cached) for standardisation."""
         features = torch.cat([self.tower.finish(self.clip.visual, f) for f in features.split(256)])
-        features = features.reshape(-1, *self.feature_mean.shape).float()  # patches: per grid cell
+        features = features.reshape(-1, *self.feature_mean.shape).float()  # patches: per token
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(features.std(0).clamp_min(1e-6) if len(features) > 1
                                else torch.ones_like(self.feature_std))
