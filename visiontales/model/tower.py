@@ -151,18 +151,19 @@ class TowerOutput:
 def tune_clip_blocks(model, blocks: int) -> None:
     """Let ``model``'s last ``blocks`` image-tower blocks train from now on (the Trainer's
     ``train_clip_blocks``): the config records it, the feature cache switches to the trunk's
-    tokens. A model already tuned keeps its cut (``blocks=0`` then leaves it frozen); asking
+    tokens, the blocks require grad. A model already tuned keeps its cut (``blocks=0`` then leaves it frozen); asking
     for another cut is an error."""
-    if blocks in (0, model.config.clip_tuned_blocks):
-        return
-    if model.config.clip_tuned_blocks:
-        raise ValueError(f"this model's last {model.config.clip_tuned_blocks} image-tower blocks were "
-                         f"tuned already; train_clip_blocks={blocks} would cut it elsewhere: use "
-                         f"train_clip_blocks={model.config.clip_tuned_blocks} (or 0 to keep them frozen)")
-    output = TowerOutput(model.tower.patch_grid, blocks).check(model.clip.visual)
-    model.config.clip_tuned_blocks, model.tower = blocks, output
-    model.encoders.output = output
-    model.forget_clip_identity()
+    if blocks not in (0, model.config.clip_tuned_blocks):
+        if model.config.clip_tuned_blocks:
+            raise ValueError(f"this model's last {model.config.clip_tuned_blocks} image-tower blocks were "
+                             f"tuned already; train_clip_blocks={blocks} would cut it elsewhere: use "
+                             f"train_clip_blocks={model.config.clip_tuned_blocks} (or 0 to keep them frozen)")
+        output = TowerOutput(model.tower.patch_grid, blocks).check(model.clip.visual)
+        model.config.clip_tuned_blocks, model.tower = blocks, output
+        model.encoders.output = output
+        model.forget_clip_identity()
+    # now, before DistributedDataParallel wraps the model: it all-reduces what requires grad then
+    model.tower.tuned(model.clip.visual).requires_grad_(blocks > 0)
 
 
 @torch.no_grad()

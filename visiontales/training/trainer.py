@@ -69,7 +69,8 @@ class Trainer:
             from visiontales.training.loggers import check_available
             check_available(cfg.report_to)
         self.callbacks = [cls() for cls in DEFAULT_CALLBACKS] + list(callbacks)
-        # before anything is cached: with tuned blocks the cache holds the trunk's tokens
+        # before anything is cached (with tuned blocks the cache holds the trunk's tokens) and
+        # before DDP wraps the model (it all-reduces the gradients of what requires grad then)
         tune_clip_blocks(model, cfg.train_clip_blocks)
         self.device = distributed.init(cfg.device) or resolve_device(cfg.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
@@ -151,7 +152,6 @@ class Trainer:
         tower's ``train_clip_blocks`` train in groups of their own, at ``clip_lr``."""
         cfg, fused = self.config, {"fused": True} if self.device.type == "cuda" else {}
         self.model.lm.requires_grad_(not cfg.freeze_lm)
-        self.model.tower.tuned(self.model.clip.visual).requires_grad_(cfg.train_clip_blocks > 0)
         groups: dict[tuple[bool, bool], list] = {(c, d): [] for c in (False, True) for d in (True, False)}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
