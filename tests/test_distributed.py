@@ -37,9 +37,12 @@ def _run(args, tmp_path, cache):
 
 
 # the paper's frozen tower, and the patches prefix with the tower's last block training
-# (its weights are in mapper.safetensors, so they are compared too)
-@pytest.mark.parametrize("prefix, clip_blocks", [("mean", "0"), ("patches", "1")])
-def test_two_gloo_processes_match_one_process(tmp_path, prefix, clip_blocks):
+# (its weights are in mapper.safetensors, so they are compared too). Adam divides each step
+# by the gradient's own size, so summation-order noise on near-zero gradients becomes steps
+# of the learning rate's size: in the resampler's feed-forward layers a few dozen of 644k
+# weights end up to 4e-4 apart (the tuned block's weights 4e-7), hence its weight bound.
+@pytest.mark.parametrize("prefix, clip_blocks, weight_atol", [("mean", "0", 1e-4), ("patches", "1", 1e-3)])
+def test_two_gloo_processes_match_one_process(tmp_path, prefix, clip_blocks, weight_atol):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     single = tmp_path / "single"
@@ -57,7 +60,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, prefix, clip_blocks):
     w2 = load_file(str(double / "final" / "mapper.safetensors"))
     assert any(key.startswith("clip.") for key in w1) == (clip_blocks == "1")
     for key in w1:
-        assert torch.allclose(w1[key], w2[key], atol=1e-4), key
+        assert torch.allclose(w1[key], w2[key], atol=weight_atol), key
     # the sharded extraction left one cache both ranks filled
     from visiontales.model.features import FeatureCache
     caches = [d for d in (tmp_path / "cache2").iterdir() if d.is_dir()]
