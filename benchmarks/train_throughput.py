@@ -13,7 +13,13 @@ Each configuration runs in its own process (clean peak memory); throughput is th
 several timed windows, each batch counted at its real size. The first line says what the
 machine is; the last line is ``ratio=<library / paper>``.
 
+``--variants`` times the library's loop for other prefixes and image-tower settings instead,
+each against the first: ``sequence``, ``patches`` (patch tokens and learned queries) and
+``sequence+clip1`` (``train_clip_blocks=1``: the tower's last block runs and trains in the loop);
+the last line is then ``ratio_<variant>=<variant / first>`` for each.
+
     python benchmarks/train_throughput.py [--batch-size 16] [--device auto] [--quick]
+    python benchmarks/train_throughput.py --variants sequence patches sequence+clip1
 """
 from __future__ import annotations
 
@@ -56,10 +62,11 @@ def paper_step_fn(model, data, device):
     return step
 
 
-def library_step_fn(model, data, device, batch_size):
+def library_step_fn(model, data, device, batch_size, clip_blocks=0):
     """One optimiser step of the Trainer's loop per call, with the recommended settings."""
     config = vt.TrainingConfig(batch_size=batch_size, precision="auto", group_by_length=True,
-                               progress=False, device=str(device), output_dir=tempfile.mkdtemp())
+                               progress=False, device=str(device), output_dir=tempfile.mkdtemp(),
+                               train_clip_blocks=clip_blocks)
     trainer = vt.Trainer(model, data, config=config)
     prepared = trainer.prepare(data)   # CLIP runs here, once, outside the timed steps
     model.fit_feature_stats(torch.cat(prepared.features))
@@ -85,7 +92,8 @@ def library_step_fn(model, data, device, batch_size):
 
 def measure(mode: str, args) -> dict:
     device = device_of(args)
-    model = build_model(args.quick).to(device).train()
+    prefix, _, clip_blocks = (mode if mode != "library" else "mean").partition("+clip")
+    model = build_model(args.quick, prefix=prefix if mode != "paper" else "mean").to(device).train()
     data = vt.sample_dataset("train")
     if args.quick:  # 40 windows: batches of 16, 16 and a short 8
         data = data.select(range(40))
@@ -93,7 +101,8 @@ def measure(mode: str, args) -> dict:
     if mode == "paper":
         step, dtype = paper_step_fn(model, data, device), None
     else:
-        step, dtype = library_step_fn(model, data, device, args.batch_size), resolve_precision("auto", device)
+        step = library_step_fn(model, data, device, args.batch_size, int(clip_blocks or 0))
+        dtype = resolve_precision("auto", device)
     rate = median_rate(step, repeats, steps, warmup=1 if args.quick else 2)
     per_call = {"n": 0}
     flops = count_flops(lambda: per_call.__setitem__("n", step())) / per_call["n"]  # per sequence
@@ -106,7 +115,9 @@ def measure(mode: str, args) -> dict:
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--mode", choices=["paper", "library"], help="(internal) one configuration")
+    parser.add_argument("--mode", help="(internal) one configuration: paper, library or a variant")
+    parser.add_argument("--variants", nargs="+", metavar="PREFIX[+clipK]",
+                        help="time the library loop for these prefixes (+clipK: train_clip_blocks=K)")
     args = parser.parse_args()
     if args.mode:  # child process: one configuration, one JSON line
         print(json.dumps(measure(args.mode, args)))
@@ -114,12 +125,17 @@ def main() -> None:
     print(machine(device_of(args)), flush=True)
     common = ["--device", args.device, "--batch-size", str(args.batch_size)] + (["--quick"] if args.quick else [])
     # each configuration in its own process for clean peak memory (--quick too: the tests run this path)
-    results = {m: run_isolated(__file__, ["--mode", m, *common]) for m in ("paper", "library")}
+    modes = args.variants or ["paper", "library"]
+    results = {m: run_isolated(__file__, ["--mode", m, *common]) for m in modes}
     for name, r in results.items():
-        print(f"{name:8s} {r['seq_per_s']:7.2f} seq/s  peak mem {r['peak_mem_mb']:7.0f} MB  "
+        print(f"{name:14s} {r['seq_per_s']:7.2f} seq/s  peak mem {r['peak_mem_mb']:7.0f} MB  "
               f"{r['achieved_flops'] / 1e9:7.1f} GFLOP/s = {100 * r['achieved_flops'] / r['matmul_peak_flops']:.0f}% "
               f"of the measured {r['dtype']} matmul peak ({r['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
-    print(f"ratio={results['library']['seq_per_s'] / results['paper']['seq_per_s']:.2f}")
+    if args.variants:
+        first = results[modes[0]]["seq_per_s"]
+        print(" ".join(f"ratio_{m}={results[m]['seq_per_s'] / first:.2f}" for m in modes[1:]))
+    else:
+        print(f"ratio={results['library']['seq_per_s'] / results['paper']['seq_per_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
                                           ("extract_throughput.py", "img_per_s"),
                                           ("scale.py", "load_s"),
                                           ("bf16_features.py", "min_cosine"),
-                                          ("backbones.py", "lora_speed_ratio")])
+                                          ("backbones.py", "lora_speed_ratio"),
+                                          ("cache_size.py", "kib_per_image")])
 def test_benchmark_runs_quick(script, last, tmp_path):
     # one thread: a quick run's numbers mean nothing, and two OpenMP threads on a busy
     # 2-core machine wait on each other (tiny steps then run ten times slower)

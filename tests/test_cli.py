@@ -132,10 +132,15 @@ def test_demo_tiny_runs_offline_and_prints_stories(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_then_generate_from_the_saved_model(tmp_path):
+@pytest.mark.parametrize("flags", [["--prefix", "sequence"],
+                                   ["--prefix", "patches", "--patch-grid", "2", "--train-clip-blocks", "1"]])
+def test_train_then_generate_from_the_saved_model(tmp_path, flags):
     trained = run("train", "--tiny", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
-                  "--num-samples", "0", "--prefix", "sequence", "--output-dir", str(tmp_path / "run"))
+                  "--num-samples", "0", *flags, "--output-dir", str(tmp_path / "run"))
     assert trained.returncode == 0, trained.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "final" / "visiontales_config.json").read_text())["visiontales"]
+    assert (config["prefix"], config["patch_grid"], config["clip_tuned_blocks"]) == (
+        (flags[1], 2, 1) if "--patch-grid" in flags else (flags[1], 4, 0))
     assert (tmp_path / "run" / "history.csv").is_file() and (tmp_path / "run" / "history.png").is_file()
     images = list(vt.sample_dataset("val")[0]["image_paths"])
     gen = run("generate", "--model", str(tmp_path / "run" / "final"), *images, "--json",
@@ -175,6 +180,15 @@ def test_train_an_instruction_mixture_with_rl_then_caption_one_photo(tmp_path, c
     from visiontales.app.cli import main
     for flags, message in ((["--rl-reward", "grounding"], "need --rl-weight > 0"),
                            (["--mixture-size", "10"], "needs --tasks")):
+        assert main(["train", "--tiny", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_patch_and_image_tower_flags_that_do_not_fit_are_clear_errors(tmp_path, capsys):
+    from visiontales.app.cli import main
+    for flags, message in ((["--prefix", "mean", "--patch-grid", "2"], "--prefix patches only"),
+                           (["--train-clip-blocks", "2"], "train_clip_blocks must be between 0 and 1"),
+                           (["--train-clip-blocks", "-1"], "train_clip_blocks must be >= 0")):
         assert main(["train", "--tiny", *flags, "--output-dir", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
 

@@ -45,6 +45,21 @@ def test_sequence_prefix_names_the_right_objects_in_order(held_out, tmp_path):
 
 
 @pytest.mark.slow
+def test_patches_prefix_names_the_right_objects_in_order(held_out, tmp_path):
+    sequences, truths, albums = held_out
+    stories = _train("patches", tmp_path).generate(sequences)
+    accuracy, base = in_order(stories, truths), chance(in_order, stories, truths, albums)
+    reversed_order = in_order(stories, [t[::-1] for t in truths])
+    print(f"patches prefix: in-order accuracy {accuracy:.2f}, chance {base:.2f}, "
+          f"against reversed order {reversed_order:.2f}")
+    # learned queries reading a photo's class token and 4 x 4 patch tokens: seed 0 names the
+    # objects in order as the sequence prefix does (0.88 on the docs' machine). Unlike the
+    # bounds above this one is not below every seed's: seeds 1-4 ended at 0.35 to 0.75
+    # (docs/performance.md), so a run on other hardware may land near the bound
+    assert accuracy >= 0.8 and accuracy >= 3 * base and accuracy >= 2 * reversed_order
+
+
+@pytest.mark.slow
 def test_mean_prefix_names_the_right_objects(held_out, tmp_path):
     sequences, truths, albums = held_out
     stories = _train("mean", tmp_path).generate(sequences)

@@ -29,8 +29,9 @@ from PIL import Image
 from visiontales.data.sample import sample_dataset
 from visiontales.data.images import ImageLike, UnreadableImageError, load_rgb
 from visiontales.model.backbones import TINY_CLIP
+from visiontales.model.tower import joint_embeddings
 from visiontales.evaluation.clipscore import model_grounding
-from visiontales.evaluation.object_check import story_check
+from visiontales.evaluation.object_check import object_accuracy, story_check
 from visiontales.data.text import readable
 from visiontales.utils import require
 
@@ -118,7 +119,7 @@ def sentence_similarity(model: "StoryModel", sentences: Sequence[str],
     columns = [f"photo {i}" for i in range(1, len(photos) + 1)]
     if not sentences:
         return pd.DataFrame(columns=columns, dtype=float).rename_axis("sentence")
-    image_emb = model.encode_images(photos, progress=False).float().cpu()  # (N, D), L2-normalised
+    image_emb = joint_embeddings(model, photos).float().cpu()  # (N, D), L2-normalised
     tokens = open_clip.get_tokenizer(model.config.clip)(list(sentences)).to(model.device)
     text_emb = torch.nn.functional.normalize(model.clip.encode_text(tokens).float().cpu(), dim=-1)
     return pd.DataFrame((text_emb @ image_emb.T).numpy(), index=pd.Index(sentences, name="sentence"),
@@ -202,9 +203,8 @@ def _error(message: str, title: str = "Cannot tell a story yet.") -> str:
 def photo_checks(model: "StoryModel") -> str:
     """The intro's paragraph on the sample data: object accuracy and the photo-dependence gap."""
     from visiontales.training.photo_dependence import photo_dependence
-    from visiontales.evaluation.object_check import object_accuracy
     val = sample_dataset("val")
-    where = "at the right photo" if model.config.prefix == "sequence" else "in any order"
+    where = "at the right photo" if model.config.prefix != "mean" else "in any order"
     return CHECKS.format(n=len(val), where=where, **object_accuracy(model, val),
                          **{k: v for k, v in photo_dependence(model, val).items() if k != "gap"})
 

@@ -73,9 +73,9 @@ def object_accuracy(model, dataset=None, **generate_kwargs) -> dict[str, float]:
     """Greedy stories for ``dataset``'s windows (default: the sample val split), scored.
 
     ``accuracy``: photos whose object the story names at the photo's position (``sequence``
-    prefix) or anywhere among its first mentions (``mean``, which averages the photos and
-    loses their order); ``chance``: the same stories against other albums' photos; for the
-    ``sequence`` prefix also ``reversed``: against the photos in reverse order.
+    and ``patches`` prefixes) or anywhere among its first mentions (``mean``, which averages
+    the photos and loses their order); ``chance``: the same stories against other albums'
+    photos; for the order-aware prefixes also ``reversed``: against the photos in reverse order.
     """
     if dataset is None:
         from visiontales.data.sample import sample_dataset
@@ -83,9 +83,9 @@ def object_accuracy(model, dataset=None, **generate_kwargs) -> dict[str, float]:
     truths, albums = truths_of(dataset), list(dataset.frame["album_id"])
     stories = model.generate([list(p) for p in dataset.frame["image_paths"]],
                              **{"progress": False, **generate_kwargs})
-    score = in_order if model.config.prefix == "sequence" else as_set
+    score = in_order if model.config.prefix != "mean" else as_set
     result = {"accuracy": score(stories, truths), "chance": chance(score, stories, truths, albums)}
-    if model.config.prefix == "sequence":
+    if model.config.prefix != "mean":
         result["reversed"] = in_order(stories, [t[::-1] for t in truths])
     return result
 

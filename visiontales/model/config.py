@@ -27,6 +27,8 @@ class StoryModelConfig:
     prefix_length: int = 10
     prompt: str = DEFAULT_PROMPT
     max_images: int = 16
+    patch_grid: int = 4  # prefix "patches": each photo's patch tokens pooled to patch_grid x patch_grid
+    clip_tuned_blocks: int = 0  # the image tower's last blocks that were trained (0: frozen, the paper)
 
 
 def _matches(value: Any, annotation: Any) -> bool:

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from visiontales.data.images import ImageLike
+from visiontales.model.tower import TowerOutput
 from visiontales.utils import atomic_path, progress_bar
 
 
@@ -36,13 +38,27 @@ def file_key(path: str | os.PathLike) -> str:
     return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def module_digest(module: torch.nn.Module) -> str:
-    """Short hash of a module's weights: the identity of a randomly initialised encoder."""
+def module_digest(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
+    """Short hash of a module's weights (but those whose names start with ``skip``): the
+    identity of a randomly initialised encoder."""
     digest = hashlib.sha1()
     for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(skip):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def describe_size(row: torch.Tensor) -> str:
+    """What one cached image takes (float16), and what 210k images (VIST's) would.
+
+    >>> describe_size(torch.zeros(16, 768))
+    '24.0 KiB per image (16 x 768 float16); 210k images (VIST): 5.2 GB'
+    """
+    size = row.numel() * 2
+    return (f"{size / 1024:.1f} KiB per image ({' x '.join(map(str, row.shape))} float16); "
+            f"210k images (VIST): {size * 210_000 / 1e9:.1f} GB")
 
 
 class FeatureCache:
@@ -209,6 +225,7 @@ class ImageEncoder:
         num_workers: int = 0,
         precision: str = "fp32",
         cache: FeatureCache | None = None,
+        output: TowerOutput = TowerOutput(),
     ):
         self.clip = clip_model
         self.preprocess = preprocess
@@ -218,6 +235,7 @@ class ImageEncoder:
         self.progress = progress
         self.num_workers = num_workers
         self.precision = precision
+        self.output = output  # pooled embeddings, patch tokens or trunk tokens (model.tower)
         if load_image is None:
             from visiontales.data.images import load_image as load_image
         self.load_image = load_image
@@ -235,11 +253,13 @@ class ImageEncoder:
         device = next(self.clip.parameters()).device
         dtype = frozen_weights_dtype(self.precision, device)
         pixels = pixels.to(device, non_blocking=True)
-        if dtype is None or not hasattr(self.clip, "visual"):
-            feats = self.clip.encode_image(pixels).float()
+        if self.output != TowerOutput():  # patch tokens, or the trunk below the tuned blocks
+            visual = self.clip.visual if dtype is None else self._tower(device, dtype)
+            feats = self.output.cached(visual, pixels if dtype is None else pixels.to(dtype)).float().cpu()
+        elif dtype is None or not hasattr(self.clip, "visual"):
+            feats = torch.nn.functional.normalize(self.clip.encode_image(pixels).float(), dim=-1).cpu()
         else:  # open_clip's encode_image is its visual tower, then an optional normalise
-            feats = self._tower(device, dtype)(pixels.to(dtype)).float()
-        feats = torch.nn.functional.normalize(feats, dim=-1).cpu()
+            feats = torch.nn.functional.normalize(self._tower(device, dtype)(pixels.to(dtype)).float(), dim=-1).cpu()
         # round through float16 as the cache does, so a cold and a warm run agree exactly
         return feats.half().float()
 
@@ -278,6 +298,9 @@ class ImageEncoder:
         todo = [k for k in mine if k not in self.cache]  # (another rank may have written already)
         fresh = self._encode_files([keys[k] for k in todo])
         self.cache.put({k: fresh[keys[k]] for k in todo})
+        if todo and self.progress:  # what one image costs on disk, to size a large dataset's cache
+            print(f"feature cache: {describe_size(next(iter(fresh.values())))}, "
+                  f"{len(todo)} images added to {self.cache.dir}", file=sys.stderr)
         return len(todo)
 
     def encode(self, images: Sequence[ImageLike]) -> torch.Tensor:
@@ -297,12 +320,15 @@ class ImageEncoder:
         return torch.stack(rows) if rows else torch.empty(0)
 
 
-def encoder_identity(name: str, pretrained: str | None, visual: torch.nn.Module) -> str:
+def encoder_identity(name: str, pretrained: str | None, visual: torch.nn.Module,
+                     output: TowerOutput = TowerOutput()) -> str:
     """The feature cache's key for an image tower: the weights tag when it names them, else
-    a digest of the weights themselves (random, tuned or loaded from a file)."""
+    a digest of the weights themselves (random, tuned or loaded from a file); then what is
+    cached (``output.cache_suffix``). Tuned blocks are left out of the digest: the cache holds
+    the frozen trunk's tokens below them, which training never changes."""
     if pretrained and not os.path.isfile(pretrained):
-        return f"{name}-{pretrained}"
-    return f"{name}-{module_digest(visual)}"
+        return f"{name}-{pretrained}{output.cache_suffix}"
+    return f"{name}-{module_digest(visual, skip=output.tuned_prefixes(visual))}{output.cache_suffix}"
 
 
 class ImageEncoders:
@@ -314,16 +340,17 @@ class ImageEncoders:
     tower's weights change (the identity, and with it the cache key, must follow).
     """
 
-    def __init__(self, clip_model: torch.nn.Module, preprocess, name: str, pretrained: str | None):
+    def __init__(self, clip_model: torch.nn.Module, preprocess, name: str, pretrained: str | None,
+                 output: TowerOutput = TowerOutput()):
         self.clip, self.preprocess = clip_model, preprocess
-        self.name, self.pretrained = name, pretrained
+        self.name, self.pretrained, self.output = name, pretrained, output
         self._identity: str | None = None
         self._encoders: dict[tuple, ImageEncoder] = {}
 
     @property
     def identity(self) -> str:
         if self._identity is None:
-            self._identity = encoder_identity(self.name, self.pretrained, self.clip.visual)
+            self._identity = encoder_identity(self.name, self.pretrained, self.clip.visual, self.output)
         return self._identity
 
     def clear(self) -> None:
@@ -338,5 +365,6 @@ class ImageEncoders:
             shared = next((e.cache for e in self._encoders.values() if e.cache.dir.parent == root), None)
             self._encoders[key] = ImageEncoder(self.clip, self.preprocess, self.identity, root,
                                                batch_size=batch_size, progress=progress,
-                                               num_workers=num_workers, precision=precision, cache=shared)
+                                               num_workers=num_workers, precision=precision, cache=shared,
+                                               output=self.output)
         return self._encoders[key]

@@ -105,9 +105,12 @@ def model_card(config: StoryModelConfig, repo_id: str, training: dict[str, Any] 
     clip = (f"open_clip `{config.clip}` with the `{config.clip_pretrained}` weights (open_clip downloads "
             "them; they are not in this repo)" if not has_clip_folder
             else f"open_clip `{config.clip}`, weights in `clip/` (open_clip's `local-dir:` format)")
-    prefix = ("one block of prefix tokens per photo plus a learned position, so the story follows the "
-              "order of the photos" if config.prefix == "sequence" else "the photos' features averaged, "
-              "as in the VisionTales paper, so their order is lost")
+    prefix = {"sequence": "one block of prefix tokens per photo plus a learned position, so the story "
+                          "follows the order of the photos",
+              "patches": "learned queries per photo reading its patch tokens, plus a learned photo "
+                         "position, so the story follows the order of the photos",
+              }.get(config.prefix, "the photos' features averaged, as in the VisionTales paper, so their "
+                                   "order is lost")
     lines = [
         "---", "library_name: visiontales", "pipeline_tag: image-to-text",
         "tags:", "- visual-storytelling", "- vist", "- clip", "- gpt2", "---", "",

@@ -113,3 +113,13 @@ def load_adapter(model, directory: Path) -> None:
     if missing or result.unexpected_keys:
         raise ValueError(f"{directory}: the adapter does not fit this model (rank or target modules "
                          f"differ; missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})")
+
+
+def configure_lm(model, config) -> None:
+    """What a training config asks of the language model: its LoRA adapter (``lora_r``),
+    gradient checkpointing and ``freeze_lm`` (any object with those fields)."""
+    if config.lora_r:
+        add_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    set_lm_trainable(model, not config.freeze_lm)

@@ -1,15 +1,18 @@
 """Map CLIP image features to GPT-2 prefix embeddings.
 
-Two modes: ``"mean"`` averages the N image features first (the VisionTales paper), so the
+Three modes: ``"mean"`` averages the N image features first (the VisionTales paper), so the
 order of the photos is lost; ``"sequence"`` maps each image to its own block of prefix
-tokens and adds a learned image-position embedding, so order survives.
+tokens and adds a learned image-position embedding, so order survives; ``"patches"`` reads
+each image's patch tokens with learned queries (:mod:`~visiontales.model.resampler`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-PREFIX_MODES = ("mean", "sequence")
+from visiontales.model.resampler import PatchResampler
+
+PREFIX_MODES = ("mean", "sequence", "patches")
 
 
 class PrefixMapper(nn.Module):
@@ -26,8 +29,9 @@ class PrefixMapper(nn.Module):
     def __init__(self, feature_dim: int, embed_dim: int, prefix_length: int = 10,
                  mode: str = "mean", max_images: int = 16):
         super().__init__()
-        if mode not in PREFIX_MODES:
-            raise ValueError(f"prefix mode must be one of {PREFIX_MODES}, got {mode!r}")
+        if mode not in PREFIX_MODES[:2]:
+            raise ValueError(f"prefix mode must be one of {PREFIX_MODES[:2]}, got {mode!r}"
+                             + (" (build_mapper makes a 'patches' prefix)" if mode == "patches" else ""))
         if prefix_length < 1:
             raise ValueError(f"prefix_length must be >= 1, got {prefix_length}")
         self.mode, self.prefix_length, self.embed_dim = mode, prefix_length, embed_dim
@@ -51,3 +55,18 @@ class PrefixMapper(nn.Module):
         blocks = self.mlp(features).view(batch, num_images, self.prefix_length, self.embed_dim)
         blocks = blocks + self.image_position[:num_images]  # (N, 1, E) broadcasts over P
         return blocks.reshape(batch, num_images * self.prefix_length, self.embed_dim)
+
+
+def build_mapper(config, feature_dim: int, embed_dim: int) -> nn.Module:
+    """The prefix mapper a :class:`~visiontales.model.config.StoryModelConfig` names.
+
+    >>> from visiontales.model.config import StoryModelConfig
+    >>> build_mapper(StoryModelConfig(prefix="patches", patch_grid=2), 8, 16).num_tokens(3)
+    30
+    """
+    if config.prefix not in PREFIX_MODES:
+        raise ValueError(f"prefix mode must be one of {PREFIX_MODES}, got {config.prefix!r}")
+    if config.prefix == "patches":
+        return PatchResampler(feature_dim, embed_dim, config.prefix_length, 1 + config.patch_grid ** 2,
+                              config.max_images)
+    return PrefixMapper(feature_dim, embed_dim, config.prefix_length, config.prefix, config.max_images)

@@ -3,7 +3,8 @@
 ::
 
     visiontales_config.json   {"visiontales": StoryModelConfig as JSON}
-    mapper.safetensors        prefix mapper + the training-set feature statistics
+    mapper.safetensors        prefix mapper + the training-set feature statistics (+ the tuned
+                              image-tower blocks as ``clip.visual.*``, when some were trained)
     lm/                       the language model and its tokenizer (AutoModelForCausalLM loads it
                               as is; a LoRA adapter merged in)
     lm_adapter/               only under LoRA: the adapter itself (peft's format), for resuming
@@ -42,6 +43,7 @@ def save_pretrained(model, directory: str | os.PathLike) -> Path:
         state = {f"mapper.{k}": v for k, v in model.mapper.state_dict().items()}
         state.update(feature_mean=model.feature_mean, feature_std=model.feature_std,
                      feature_stats_fitted=model.feature_stats_fitted.to(torch.uint8).reshape(1))
+        state.update(tuned_blocks_state(model))
         save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()},
                   str(tmp / WEIGHTS_NAME))
         with quiet_transformers():
@@ -67,6 +69,12 @@ def save_pretrained(model, directory: str | os.PathLike) -> Path:
     return directory
 
 
+def tuned_blocks_state(model) -> dict:
+    """The weights of the image tower's tuned blocks, as ``clip.visual.<name>`` (none when frozen)."""
+    prefixes = tuple(f"visual.{p}" for p in model.tower.tuned_prefixes(model.clip.visual))
+    return {f"clip.{k}": v for k, v in model.clip.state_dict().items() if prefixes and k.startswith(prefixes)}
+
+
 def load_components(directory: Path, config: StoryModelConfig, cache_dir: str | None = None):
     """``(clip, preprocess, lm, tokenizer)`` of a saved folder, weights included."""
     if (directory / "clip" / "open_clip_config.json").is_file():
@@ -85,6 +93,12 @@ def load_mapper(model, directory: Path) -> None:
     model.feature_mean.copy_(state["feature_mean"])
     model.feature_std.copy_(state["feature_std"])
     model.feature_stats_fitted.fill_(bool(state["feature_stats_fitted"].item()))
+    tuned = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
+    if tuned.keys() != {k[len("clip."):] for k in tuned_blocks_state(model)}:
+        raise ValueError(f"{directory / WEIGHTS_NAME}: its tuned image-tower blocks do not fit this model")
+    if tuned:
+        model.clip.load_state_dict(tuned, strict=False)
+        model.forget_clip_identity()
 
 
 def load_weights(model, directory: Path) -> None:

@@ -20,7 +20,8 @@ from visiontales.model import backbones, hub, saving
 from visiontales.model.config import DEFAULT_PROMPT, StoryModelConfig
 from visiontales.model.features import ImageEncoder, ImageEncoders, ImageLike
 from visiontales.model.precision import autocast, resolve_precision
-from visiontales.model.prefix import PrefixMapper
+from visiontales.model.prefix import build_mapper
+from visiontales.model.tower import TowerOutput, tune_clip_blocks
 from visiontales.model.tokens import IGNORE_INDEX
 from visiontales.utils import forked_rng, tiny_recipe, write_json
 
@@ -46,33 +47,35 @@ class StoryModel(nn.Module):
         self.preprocess = preprocess
         self.lm = lm
         self.tokenizer = tokenizer
-        feature_dim = int(self.clip.visual.output_dim)
-        self.mapper = PrefixMapper(feature_dim, backbones.lm_width(lm), config.prefix_length,
-                                   config.prefix, config.max_images)
+        self.tower = TowerOutput.of(config).check(self.clip.visual)  # pooled or patches; tuned blocks
+        shape = self.tower.feature_shape(self.clip.visual)  # (D,), or (1 + g*g, W) for patches
+        self.mapper = build_mapper(config, shape[-1], backbones.lm_width(lm))
         # training-set statistics of the CLIP features; CLIP features of one dataset are
         # nearly parallel, and standardising them is what makes the images matter
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.register_buffer("feature_mean", torch.zeros(shape))
+        self.register_buffer("feature_std", torch.ones(shape))
         self.register_buffer("feature_stats_fitted", torch.tensor(False))
         # this model's image encoders behind the feature cache, kept between calls
-        self.encoders = ImageEncoders(self.clip, preprocess, config.clip, config.clip_pretrained)
+        self.encoders = ImageEncoders(self.clip, preprocess, config.clip, config.clip_pretrained, self.tower)
         self.eval()  # like transformers' from_pretrained: inference mode until a Trainer says otherwise
 
     # ---- factories -----------------------------------------------------------------
     @classmethod
     def from_components(cls, clip: str = "ViT-B-32", clip_pretrained: str | None = "openai",
                         lm: str = "gpt2", prefix: str = "mean", prefix_length: int = 10,
-                        prompt: str = DEFAULT_PROMPT, cache_dir: str | None = None) -> "StoryModel":
+                        prompt: str = DEFAULT_PROMPT, cache_dir: str | None = None,
+                        patch_grid: int = 4) -> "StoryModel":
         """Real CLIP (open_clip) + a causal LM (transformers); both download once, then load offline.
 
         ``clip`` is any open_clip name or ``local-dir:FOLDER``, ``clip_pretrained`` a tag or a
         local weights file; ``lm`` any ``AutoModelForCausalLM`` Hub id or local folder (GPT-2,
-        SmolLM2/Llama, Qwen2.5, Pythia, OPT). Raises
+        SmolLM2/Llama, Qwen2.5, Pythia, OPT); ``patch_grid`` the ``g x g`` patch tokens per photo
+        of ``prefix="patches"``. Raises
         :class:`~visiontales.model.backbones.WeightsUnavailableError` with one sentence on what
         to do when weights cannot be had.
         """
         config = StoryModelConfig(clip=clip, clip_pretrained=clip_pretrained, lm=lm,
-                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt)
+                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt, patch_grid=patch_grid)
         return cls.from_config(config, cache_dir=cache_dir)
 
     @classmethod
@@ -90,14 +93,17 @@ class StoryModel(nn.Module):
             if config.clip != backbones.TINY_CLIP or config.clip_pretrained is not None:
                 raise ValueError(f"lm={backbones.TINY_LM!r} goes with clip={backbones.TINY_CLIP!r} and no "
                                  "pretrained CLIP weights: use StoryModel.tiny(...)")
-            return cls.tiny(prefix=config.prefix, prefix_length=config.prefix_length, prompt=config.prompt)
+            model = cls.tiny(prefix=config.prefix, prefix_length=config.prefix_length, prompt=config.prompt,
+                             patch_grid=config.patch_grid)
+            tune_clip_blocks(model, config.clip_tuned_blocks)
+            return model
         clip_model, preprocess = backbones.load_clip(config.clip, config.clip_pretrained, cache_dir)
         lm_model, tokenizer = backbones.load_lm(config.lm)
         return cls(clip_model, preprocess, lm_model, tokenizer, config)
 
     @classmethod
     def tiny(cls, vocab_from=None, seed: int = 0, prefix: str = "mean", prefix_length: int | None = None,
-             prompt: str = DEFAULT_PROMPT, **lm_overrides: Any) -> "StoryModel":
+             prompt: str = DEFAULT_PROMPT, patch_grid: int = 4, **lm_overrides: Any) -> "StoryModel":
         """A small randomly initialised CLIP and GPT-2, fully offline, same code paths.
 
         Sizes come from the tiny recipe (``recipes/tiny/recipe.json``). ``vocab_from`` is a
@@ -113,7 +119,7 @@ class StoryModel(nn.Module):
         if prefix_length is None:
             prefix_length = tiny_recipe()["prefix_length"]
         config = StoryModelConfig(clip=backbones.TINY_CLIP, clip_pretrained=None, lm=backbones.TINY_LM,
-                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt)
+                                  prefix=prefix, prefix_length=prefix_length, prompt=prompt, patch_grid=patch_grid)
         with forked_rng(seed):
             clip_model, preprocess = backbones.load_clip(backbones.TINY_CLIP, None)
             lm_model, tokenizer = backbones.tiny_lm(texts, seed=seed, **lm_overrides)
@@ -161,8 +167,11 @@ class StoryModel(nn.Module):
         return self.image_encoder(cache_dir, progress=progress, num_workers=num_workers,
                                   precision=precision).encode(list(images))
 
+    @torch.no_grad()
     def fit_feature_stats(self, features: torch.Tensor) -> None:
-        """Store the mean and std of training features ``(N, D)`` for standardisation."""
+        """Store the mean and std of training features ``(N, ..., D)`` (as cached) for standardisation."""
+        features = torch.cat([self.tower.finish(self.clip.visual, f) for f in features.split(256)])
+        features = features.reshape(-1, *self.feature_mean.shape).float()  # patches: per token
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(features.std(0).clamp_min(1e-6) if len(features) > 1
                                else torch.ones_like(self.feature_std))
@@ -188,7 +197,9 @@ class StoryModel(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def prefix_embeddings(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, N, D)`` CLIP features -> ``(B, P, E)`` GPT-2 input embeddings."""
+        """``(B, N, D)`` CLIP features (``(B, N, T, W)`` patch or trunk tokens) -> ``(B, P, E)``
+        GPT-2 input embeddings, through the image tower's tuned blocks when it has any."""
+        features = self.tower.finish(self.clip.visual, features)
         standardized = (features - self.feature_mean) / self.feature_std
         return self.mapper(standardized.to(self.feature_mean.dtype))
 

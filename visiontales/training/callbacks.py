@@ -232,9 +232,10 @@ class PhotoDependenceCallback(TrainerCallback):
         if self.warned or trainer.rank > 0 or state.epoch < WARN_AFTER_EPOCHS or not gap < GAP_WARNING:
             return
         self.warned = True
+        hint = "the order-aware prefix (prefix='sequence'), " if trainer.model.config.prefix == "mean" else ""
         warnings.warn(f"The model is not using the photos: after {state.epoch} epochs, shuffling the "
-                      f"photos changes its eval loss by only {gap:.3f} nats per token; try the "
-                      "order-aware prefix (prefix='sequence'), more epochs or a higher learning rate.",
+                      f"photos changes its eval loss by only {gap:.3f} nats per token; try {hint}"
+                      "more epochs or a higher learning rate.",
                       UserWarning, stacklevel=2)
 
 

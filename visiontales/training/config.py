@@ -61,6 +61,9 @@ class TrainingConfig:
                                                    "none: peft's default for the architecture")
     gradient_checkpointing: bool = knob(False, "recompute the LM's activations in the backward pass "
                                                "(transformers' switch): less memory, slower steps")
+    train_clip_blocks: int = knob(0, "train the image tower's last k blocks too (0: frozen, the paper); "
+                                     "the cache then holds the frozen trunk's tokens")
+    clip_lr: float | None = knob(None, "AdamW learning rate of those blocks; None: lr / 100")
     max_text_tokens: int = knob(128, "longer stories are truncated, with a warning")
     precision: str = knob("fp32", "'auto': bf16 autocast where native (CUDA, AMX/AVX512-BF16 CPUs)")
     group_by_length: bool = knob(False, "batch similar lengths together: less padding")
@@ -102,6 +105,9 @@ class TrainingConfig:
             raise ValueError(f"scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.train_clip_blocks < 0 or (self.clip_lr is not None and self.clip_lr <= 0):
+            raise ValueError(f"train_clip_blocks must be >= 0 and clip_lr > 0, got {self.train_clip_blocks} "
+                             f"and {self.clip_lr}")
         for name in ("batch_size", "epochs", "grad_accum_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")

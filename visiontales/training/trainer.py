@@ -20,6 +20,7 @@ import torch
 
 from visiontales.model import lora
 from visiontales.model.precision import autocast, resolve_precision
+from visiontales.model.tower import tune_clip_blocks
 from visiontales.model.tokens import IGNORE_INDEX, encode_targets
 from visiontales.training import distributed
 from visiontales.training.batching import PreparedData, collate_batch
@@ -69,6 +70,9 @@ class Trainer:
             from visiontales.training.loggers import check_available
             check_available(cfg.report_to)
         self.callbacks = [cls() for cls in DEFAULT_CALLBACKS] + list(callbacks)
+        # before anything is cached (with tuned blocks the cache holds the trunk's tokens) and
+        # before DDP wraps the model (it all-reduces the gradients of what requires grad then)
+        tune_clip_blocks(model, cfg.train_clip_blocks)
         self.device = distributed.init(cfg.device) or resolve_device(cfg.device)
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.autocast_dtype = resolve_precision(cfg.precision, self.device)
@@ -145,26 +149,23 @@ class Trainer:
 
     def configure_lm(self) -> None:
         """The config's LoRA adapter (``lora_r``), gradient checkpointing and ``freeze_lm``."""
-        cfg = self.config
-        if cfg.lora_r:
-            lora.add_lora(self.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
-        if cfg.gradient_checkpointing:
-            lora.enable_gradient_checkpointing(self.model)
-        lora.set_lm_trainable(self.model, not cfg.freeze_lm)
+        lora.configure_lm(self.model, self.config)
 
     def create_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the parameters that train (no weight decay on biases and LayerNorms);
-        Hugging Face's name. :meth:`configure_lm` first (LoRA, ``freeze_lm``...)."""
-        fused = {"fused": True} if self.device.type == "cuda" else {}
+        Hugging Face's name. :meth:`configure_lm` first (LoRA, ``freeze_lm``...); the image
+        tower's ``train_clip_blocks`` train in groups of their own, at ``clip_lr``."""
+        cfg, fused = self.config, {"fused": True} if self.device.type == "cuda" else {}
         self.configure_lm()
-        decay, no_decay = [], []
+        groups: dict[tuple[bool, bool], list] = {(c, d): [] for c in (False, True) for d in (True, False)}
         for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or "ln" in name or "norm" in name else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr, **fused)
+            if param.requires_grad:
+                no_decay = param.ndim < 2 or "ln" in name or "norm" in name
+                groups[name.startswith("clip."), not no_decay].append(param)
+        clip_lr = cfg.clip_lr or cfg.lr / 100
+        return torch.optim.AdamW([{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+                                   "lr": clip_lr if clip else cfg.lr}
+                                  for (clip, decay), params in groups.items() if params or not clip], **fused)
 
     def create_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         """Linear warm-up over ``warmup_steps``, then constant (the paper) or linear decay to 0."""

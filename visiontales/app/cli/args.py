@@ -24,8 +24,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lm", default="gpt2",
                    help="any causal LM on the Hub or in a local folder: gpt2, HuggingFaceTB/SmolLM2-135M, "
                         "Qwen/Qwen2.5-0.5B, EleutherAI/pythia-160m... (default: gpt2)")
-    g.add_argument("--prefix", choices=["mean", "sequence"], default="mean",
-                   help="mean: average the images (paper); sequence: one prefix block per image")
+    g.add_argument("--prefix", choices=["mean", "sequence", "patches"], default="mean",
+                   help="mean: average the images (paper); sequence: one prefix block per image; "
+                        "patches: learned queries per image read its patch tokens")
+    g.add_argument("--patch-grid", type=int, default=None,
+                   help="patches: each image's patch tokens pooled to G x G (default: 4, 16 tokens)")
     g.add_argument("--prefix-length", type=int, default=None,
                    help="prefix tokens (per image in sequence mode); default 10, tiny 4")
     g.add_argument("--init", metavar="MODEL",
@@ -36,6 +39,9 @@ def build_model(args, train_data):
     """The model the flags of :func:`add_model_args` name; ``--tiny`` learns its vocabulary
     from ``train_data`` (and from its instructions, when it is an instruction mixture)."""
     from visiontales.model.story_model import StoryModel
+    if args.patch_grid is not None and (args.init or args.prefix != "patches"):
+        raise ValueError("--patch-grid applies to a new model with --prefix patches only")
+    grid = {"patch_grid": args.patch_grid} if args.patch_grid is not None else {}
     if args.init:
         return StoryModel.from_pretrained(args.init)
     if args.tiny:
@@ -43,10 +49,10 @@ def build_model(args, train_data):
         if "instruction" in train_data.frame.columns:
             vocab += sorted(set(train_data.frame["instruction"]) - {""})
         return StoryModel.tiny(vocab_from=vocab, prefix=args.prefix,
-                               prefix_length=args.prefix_length or 4)
+                               prefix_length=args.prefix_length or 4, **grid)
     return StoryModel.from_components(clip=args.clip, clip_pretrained=args.clip_pretrained,
                                       lm=args.lm, prefix=args.prefix,
-                                      prefix_length=args.prefix_length or 10)
+                                      prefix_length=args.prefix_length or 10, **grid)
 
 
 def _or_none(kind: type):

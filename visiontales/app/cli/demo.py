@@ -49,7 +49,7 @@ def cmd_demo(args) -> int:
         print(f"photo dependence: eval loss {last['eval_loss'].iloc[0]:.2f}, with the photos shuffled "
               f"{last['eval_loss_shuffled'].iloc[0]:.2f} (gap {gap:.2f} nats per token)")
     scores = object_accuracy(model, val, precision=config.precision, cache_dir=config.cache_dir)
-    where = "at the right photo" if model.config.prefix == "sequence" else "in any order (mean prefix)"
+    where = "at the right photo" if model.config.prefix != "mean" else "in any order (mean prefix)"
     print(f"object accuracy: {scores['accuracy']:.2f} (chance: {scores['chance']:.2f}), "
           f"{len(val)} held-out windows, objects named {where}")
     frame = val.frame.drop_duplicates("photo_ids").head(args.show)
