@@ -158,7 +158,7 @@ CELLS = [
         "from visiontales.recipes.instructions import build_instruction_dataset, instruction_prompt\n"
         "from visiontales.recipes.rl import CiderReward, SelfCritical\n\n"
         "mixture = build_instruction_dataset(train, tasks=(\"story\", \"caption\"), weights={\"story\": 2},\n"
-        "                                    max_examples=240, seed=0)\n"
+        "                                    max_examples=120, seed=0)\n"
         "rl = SelfCritical(CiderReward(mixture), max_new_tokens=30)\n"
         "config = vt.TrainingConfig(lr=5e-4, batch_size=16, epochs=2, rl_weight=0.5, rl_start_epoch=1,\n"
         "                           output_dir=\"runs/quickstart-rl\", num_samples=0, log_every=5)\n"

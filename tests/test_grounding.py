@@ -9,6 +9,10 @@ The margins come from seeds 0-4 of exactly this training run (`python examples/g
 the README's table): a change of hardware or of a random stream moves a run within that
 spread, so the bounds sit below its worst case.
 """
+import os
+import subprocess
+import sys
+
 import pytest
 
 import visiontales as vt
@@ -23,16 +27,36 @@ def held_out():
     return [list(p) for p in val.frame["image_paths"]], truths_of(val), list(val.frame["album_id"])
 
 
-def _train(prefix, tmp_path):
-    # the package's one tiny recipe, as examples/grounding.py (the README table) trains it;
-    # without its per-epoch eval loss, which leaves the trained weights bit-identical
-    return train_tiny_model(prefix, seed=0, progress=False, output_dir=str(tmp_path / prefix))
+# the package's one tiny recipe, as examples/grounding.py (the README table) trains it;
+# without its per-epoch eval loss, which leaves the trained weights bit-identical
+TRAIN = """
+import sys
+from visiontales.recipes.tiny import train_tiny_model
+prefix, out = sys.argv[1:]
+train_tiny_model(prefix, seed=0, progress=False, output_dir=out).save_pretrained(out + "/model")
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The three prefixes trained at once, one process and one thread each: on 2 cores that
+    takes about half the wall time of three runs one after another (a tiny model gains
+    little from a second thread). Yields a loader of each saved model."""
+    root = tmp_path_factory.mktemp("grounding")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    runs = {prefix: subprocess.Popen([sys.executable, "-c", TRAIN, prefix, str(root / prefix)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for prefix in ("sequence", "patches", "mean")}
+    for prefix, run in runs.items():
+        _, err = run.communicate(timeout=900)
+        assert run.returncode == 0, f"{prefix}: {err[-3000:]}"
+    return lambda prefix: vt.StoryModel.from_pretrained(root / prefix / "model")
 
 
 @pytest.mark.slow
-def test_sequence_prefix_names_the_right_objects_in_order(held_out, tmp_path):
+def test_sequence_prefix_names_the_right_objects_in_order(held_out, trained):
     sequences, truths, albums = held_out
-    model = _train("sequence", tmp_path)
+    model = trained("sequence")
     stories = model.generate(sequences)
     accuracy, base = in_order(stories, truths), chance(in_order, stories, truths, albums)
     reversed_order = in_order(stories, [t[::-1] for t in truths])
@@ -45,9 +69,9 @@ def test_sequence_prefix_names_the_right_objects_in_order(held_out, tmp_path):
 
 
 @pytest.mark.slow
-def test_patches_prefix_names_the_right_objects_in_order(held_out, tmp_path):
+def test_patches_prefix_names_the_right_objects_in_order(held_out, trained):
     sequences, truths, albums = held_out
-    stories = _train("patches", tmp_path).generate(sequences)
+    stories = trained("patches").generate(sequences)
     accuracy, base = in_order(stories, truths), chance(in_order, stories, truths, albums)
     reversed_order = in_order(stories, [t[::-1] for t in truths])
     print(f"patches prefix: in-order accuracy {accuracy:.2f}, chance {base:.2f}, "
@@ -60,9 +84,9 @@ def test_patches_prefix_names_the_right_objects_in_order(held_out, tmp_path):
 
 
 @pytest.mark.slow
-def test_mean_prefix_names_the_right_objects(held_out, tmp_path):
+def test_mean_prefix_names_the_right_objects(held_out, trained):
     sequences, truths, albums = held_out
-    stories = _train("mean", tmp_path).generate(sequences)
+    stories = trained("mean").generate(sequences)
     accuracy, base = as_set(stories, truths), chance(as_set, stories, truths, albums)
     print(f"mean prefix: objects named {accuracy:.2f}, chance {base:.2f}")
     # averaging three tiny random-CLIP features blurs them: a smaller margin than the sequence
